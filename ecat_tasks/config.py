@@ -1,0 +1,170 @@
+"""One typed configuration object for the whole pipeline.
+
+Defaults live here and nowhere else. Precedence: defaults < environment (``ECAT_<FIELD>``)
+< DAG params (``--conf``). The DAG builds one Airflow ``Param`` per field from
+:func:`param_schema`, so the JSON-schema bounds that refuse a bad ``--conf`` are declared
+next to the default they guard. This module imports only the standard library: the DAG file
+imports it at parse time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+BASELINES = ("target_only", "mixed", "finetune", "star")
+ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd")
+
+
+def _f(default: Any, doc: str, **schema: Any) -> Any:
+    """A dataclass field carrying its JSON schema (bounds, enum) and a one-line doc."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: json.loads(json.dumps(default)), metadata={"doc": doc, "schema": schema})
+    return field(default=default, metadata={"doc": doc, "schema": schema})
+
+
+@dataclass(frozen=True)
+class EcatConfig:
+    # --- data ---------------------------------------------------------------------------
+    target_scenario: str = _f("mini_app", "Scenario value that is the target mini-app.", minLength=1, maxLength=64)
+    label: str = _f("click", "Label column that trains and evaluates.", enum=["click", "conversion"])
+    lookback_days: int = _f(7, "Days of history for the graph and a teacher cold start.", minimum=1, maximum=60)
+    holdout_pct: float = _f(0.2, "Share of target users (or samples) held out for evaluation.", minimum=0.05, maximum=0.5)
+    holdout_by: str = _f("user", "Hold out whole users or single samples.", enum=["user", "sample"])
+    extract_batch_rows: int = _f(250_000, "Rows per Parquet batch when extracting.", minimum=1_000, maximum=5_000_000)
+    # --- validation ---------------------------------------------------------------------
+    min_target_rows: int = _f(200, "A target day with fewer rows fails validation.", minimum=1, maximum=100_000_000)
+    min_source_rows: int = _f(1_000, "A source day with fewer rows fails validation.", minimum=1, maximum=1_000_000_000)
+    label_rate_min: float = _f(0.0005, "Lowest plausible positive rate of the label.", minimum=0.0, maximum=1.0)
+    label_rate_max: float = _f(0.6, "Highest plausible positive rate of the label.", minimum=0.0, maximum=1.0)
+    # --- graph selection ----------------------------------------------------------------
+    graph_enabled: bool = _f(True, "Coarse graph selection on; off keeps a random sample of the same cap.")
+    max_source_ratio: float = _f(3.0, "Keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
+    walk_length: int = _f(6, "Steps per random walk (user-item hops).", minimum=1, maximum=64)
+    walks_per_seed: int = _f(8, "Random walks started from each seed node.", minimum=1, maximum=256)
+    restart_prob: float = _f(0.3, "Probability a walk restarts at its seed at each step.", minimum=0.0, maximum=0.95)
+    edge_weight_impression: float = _f(1.0, "Edge weight of an impression.", minimum=0.0, maximum=100.0)
+    edge_weight_click: float = _f(3.0, "Extra edge weight of a click.", minimum=0.0, maximum=100.0)
+    edge_weight_conversion: float = _f(6.0, "Extra edge weight of a conversion.", minimum=0.0, maximum=100.0)
+    # --- domain reweighting -------------------------------------------------------------
+    reweight_enabled: bool = _f(True, "Adversarial domain weights on; off gives every candidate weight 1.")
+    reweight_epochs: int = _f(3, "Epochs of the domain classifier.", minimum=1, maximum=50)
+    grl_lambda: float = _f(1.0, "Gradient reversal scale.", minimum=0.0, maximum=10.0)
+    weight_max: float = _f(5.0, "Upper clip of an importance weight.", minimum=1.0, maximum=100.0)
+    weight_threshold: float = _f(0.2, "Candidates whose weight falls below this are dropped.", minimum=0.0, maximum=10.0)
+    # --- models -------------------------------------------------------------------------
+    embed_dim: int = _f(8, "Embedding size of every categorical feature.", minimum=2, maximum=256)
+    teacher_hidden: list = _f([128, 64], "Teacher MLP layer sizes.", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
+    student_hidden: list = _f([64, 32], "Student MLP layer sizes (also every baseline).", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
+    teacher_lr: float = _f(0.002, "Teacher learning rate (Adam).", minimum=1e-6, maximum=1.0)
+    student_lr: float = _f(0.002, "Student and baselines learning rate (Adam).", minimum=1e-6, maximum=1.0)
+    teacher_epochs: int = _f(1, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
+    student_epochs: int = _f(3, "Student epochs per day.", minimum=1, maximum=100)
+    batch_size: int = _f(1024, "Mini-batch size.", minimum=16, maximum=131_072)
+    # --- distillation -------------------------------------------------------------------
+    kd_enabled: bool = _f(True, "Distil the teacher into the student.")
+    kd_lambda: float = _f(0.5, "Weight of the distillation term.", minimum=0.0, maximum=100.0)
+    kd_temperature: float = _f(1.0, "Temperature T of the adaptive weight exp(-BCE(y, t)/T).", minimum=0.01, maximum=100.0)
+    kd_adaptive: bool = _f(True, "Per-sample adaptive KD weight; off uses a fixed weight of 1.")
+    kd_hidden: bool = _f(True, "Include the hidden-representation term ||h_s - g(h_t)||^2.")
+    kd_logit: bool = _f(True, "Include the KL term between teacher and student probabilities.")
+    # --- evaluation and promotion -------------------------------------------------------
+    baselines: list = _f(list(BASELINES), "Baselines trained side by side.", type="array", items={"type": "string", "enum": list(BASELINES)}, uniqueItems=True)
+    ablations: list = _f(list(ABLATIONS), "ECAT ablations trained side by side.", type="array", items={"type": "string", "enum": list(ABLATIONS)}, uniqueItems=True)
+    promote_min_lift: float = _f(0.0, "Student AUC must beat target-only by more than this.", minimum=-1.0, maximum=1.0)
+    promote_tolerance: float = _f(0.005, "Student AUC may trail the current champion's by at most this.", minimum=0.0, maximum=1.0)
+    registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128)
+    mlflow_tracking_uri: str = _f("", "MLflow tracking URI; empty means SQLite under ECAT_HOME.", maxLength=1024)
+    # --- runtime ------------------------------------------------------------------------
+    seed: int = _f(42, "Seed of every random choice and of training.", minimum=0, maximum=2**31 - 1)
+    device: str = _f("cpu", "Torch device for training: cpu, cuda or cuda:N.", pattern="^(cpu|cuda(:[0-9]+)?)$")
+    torch_threads: int = _f(0, "Torch intra-op threads; 0 keeps torch's default.", minimum=0, maximum=256)
+
+    def __post_init__(self) -> None:
+        if self.label_rate_min > self.label_rate_max:
+            raise ValueError(f"label_rate_min ({self.label_rate_min}) exceeds label_rate_max ({self.label_rate_max})")
+        bad = set(self.baselines) - set(BASELINES)
+        if bad:
+            raise ValueError(f"baselines: unknown {sorted(bad)}; known {list(BASELINES)}")
+        bad = set(self.ablations) - set(ABLATIONS)
+        if bad:
+            raise ValueError(f"ablations: unknown {sorted(bad)}; known {list(ABLATIONS)}")
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None) -> "EcatConfig":
+        """Build from defaults, then ``ECAT_<FIELD>`` environment values, then ``values``.
+
+        Unknown keys are an error naming the key, so a typo in ``--conf`` never passes silently.
+        """
+        env = os.environ if env is None else env
+        merged: dict[str, Any] = {}
+        known = {f.name: f for f in fields(cls)}
+        for name, f in known.items():
+            raw = env.get(f"ECAT_{name.upper()}")
+            if raw is not None:
+                merged[name] = _coerce(name, f, raw)
+        for key, value in (values or {}).items():
+            if key not in known:
+                raise ValueError(f"unknown config field {key!r}; known fields: {sorted(known)}")
+            merged[key] = _coerce(key, known[key], value) if isinstance(value, str) else value
+        return cls(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> "EcatConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, f: dataclasses.Field, raw: str) -> Any:
+    default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            value = json.loads(raw)
+            if not isinstance(value, list):
+                raise ValueError(raw)
+            return value
+        return raw
+    except ValueError as exc:
+        raise ValueError(f"config field {name!r}: cannot read {raw!r} as {type(default).__name__}") from exc
+
+
+def param_schema() -> dict[str, dict[str, Any]]:
+    """JSON schema per field, with the current (env-aware) default, for Airflow Params."""
+    current = EcatConfig.from_mapping()
+    out: dict[str, dict[str, Any]] = {}
+    for f in fields(EcatConfig):
+        schema = dict(f.metadata["schema"])
+        value = getattr(current, f.name)
+        if "type" not in schema:
+            schema["type"] = {bool: "boolean", int: "integer", float: "number", str: "string"}[type(value)]
+        out[f.name] = {"default": value, "description": f.metadata["doc"], **schema}
+    return out
+
+
+# --- locations ------------------------------------------------------------------------
+def ecat_home() -> Path:
+    """Root of everything a run writes (``ECAT_HOME``; ``.ecat_home`` in the checkout by default)."""
+    return Path(os.environ.get("ECAT_HOME", REPO_ROOT / ".ecat_home")).resolve()
+
+
+def warehouse_path() -> Path:
+    """The embedded DuckDB warehouse file (``ECAT_WAREHOUSE``)."""
+    return Path(os.environ.get("ECAT_WAREHOUSE", ecat_home() / "warehouse.duckdb")).resolve()

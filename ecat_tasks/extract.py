@@ -1,0 +1,148 @@
+"""extract: warehouse ``samples`` -> ``lake/{source,target}/ds=`` Parquet partitions.
+
+Extracts the day ``ds`` (always, replacing it) and any day of the lookback window that the
+lake lacks, so graph selection and a teacher cold start find their history. Rows stream in
+batches into temporary directories that are renamed into place only when every partition
+of the day is complete: an empty target day or an unknown scenario leaves the lake as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.sql import bind, load_sql, paramstyle_of
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
+
+log = logging.getLogger(__name__)
+
+CONTRACT_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("ds", pa.date32()), ("event_ts", pa.timestamp("us")),
+    ("scenario", pa.string()), ("user_id", pa.int64()), ("item_id", pa.int64()),
+    ("category_id", pa.int64()), ("user_age", pa.int64()), ("user_gender", pa.int64()),
+    ("user_city", pa.int64()), ("item_brand", pa.int64()), ("device", pa.int64()),
+    ("hour", pa.int64()), ("item_price", pa.float64()), ("user_activity", pa.float64()),
+    ("item_popularity", pa.float64()), ("click", pa.int64()), ("conversion", pa.int64()),
+])
+
+
+class EmptyTargetError(ValueError):
+    """The target scenario has no rows for the day: never train a silent empty model."""
+
+
+def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """Stream a query's rows as Arrow batches: DuckDB natively, any other DB-API by fetchmany."""
+    sql, bound = bind(load_sql(sql_name), params, paramstyle_of(connection))
+    if type(connection).__module__.startswith("duckdb"):
+        reader = connection.execute(sql, bound).fetch_record_batch(batch_rows)
+        for batch in reader:
+            yield batch
+        return
+    cursor = connection.cursor()
+    try:
+        cursor.execute(sql, bound)
+        names = [d[0] for d in cursor.description]
+        while rows := cursor.fetchmany(batch_rows):
+            columns = list(zip(*rows))
+            yield pa.RecordBatch.from_arrays([pa.array(c) for c in columns], names=names)
+    finally:
+        cursor.close()
+
+
+def _conform(batch: pa.RecordBatch) -> pa.Table:
+    """Cast a batch to the warehouse contract, naming any missing column."""
+    missing = [f.name for f in CONTRACT_SCHEMA if f.name not in batch.schema.names]
+    if missing:
+        raise ValueError(f"warehouse query returned no column(s) {missing}; the samples contract needs them")
+    table = pa.Table.from_batches([batch]).select(CONTRACT_SCHEMA.names)
+    return table.cast(CONTRACT_SCHEMA)
+
+
+def _write_domain(connection: Any, domain: str, ds: str, cfg: EcatConfig, out: Path) -> int:
+    params = {"start_ds": ds, "end_ds": ds, "target_scenario": cfg.target_scenario}
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for batch in _batches(connection, f"extract_{domain}", params, cfg.extract_batch_rows):
+            if batch.num_rows == 0:
+                continue
+            if writer is None:
+                writer = pq.ParquetWriter(out / "part-00000.parquet", CONTRACT_SCHEMA)
+            writer.write_table(_conform(batch))
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is None:  # empty domain: keep a valid, empty file so readers see the schema
+        pq.write_table(CONTRACT_SCHEMA.empty_table(), out / "part-00000.parquet")
+    return rows
+
+
+def _known_scenarios(connection: Any, ds: str, lookback_days: int) -> list[str]:
+    params = {"start_ds": shift_ds(ds, -lookback_days), "end_ds": ds}
+    batches = list(_batches(connection, "scenario_counts", params, 10_000))
+    return [s for b in batches for s in b.column(0).to_pylist()]
+
+
+def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, int]:
+    """Extract one day into both domains atomically; returns rows per domain."""
+    with atomic_dir(layout.lake("target", ds)) as tgt_tmp, atomic_dir(layout.lake("source", ds)) as src_tmp:
+        n_target = _write_domain(connection, "target", ds, cfg, tgt_tmp)
+        if n_target == 0:
+            known = _known_scenarios(connection, ds, cfg.lookback_days)
+            if cfg.target_scenario not in known:
+                raise EmptyTargetError(
+                    f"unknown target scenario {cfg.target_scenario!r}: no rows in the {cfg.lookback_days} days "
+                    f"up to {ds}; scenarios present: {known}. Fix the 'target_scenario' param."
+                )
+            raise EmptyTargetError(
+                f"target scenario {cfg.target_scenario!r} has no rows on {ds} (it has rows on nearby days): "
+                f"check the warehouse load for {ds} before re-running; nothing was written"
+            )
+        n_source = _write_domain(connection, "source", ds, cfg, src_tmp)
+        params = {"target_scenario": cfg.target_scenario, "label": cfg.label}
+        write_manifest(tgt_tmp, "extract", ds, domain="target", rows=n_target, columns=CONTRACT_SCHEMA.names, parameters=params)
+        write_manifest(src_tmp, "extract", ds, domain="source", rows=n_source, columns=CONTRACT_SCHEMA.names, parameters=params)
+    return {"target": n_target, "source": n_source}
+
+
+def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+    """Task entry point: extract ``ds`` and backfill missing lookback days into the lake."""
+    layout = layout or Layout()
+    t0 = time.perf_counter()
+    for domain in ("source", "target"):
+        clean_stale_tmp(layout.root / "lake" / domain)
+    days = [ds]
+    for back in range(1, cfg.lookback_days):
+        day = shift_ds(ds, -back)
+        if not all((layout.lake(d, day) / "_manifest.json").is_file() for d in ("source", "target")):
+            days.append(day)
+    counts: dict[str, dict[str, int]] = {}
+    counts[ds] = extract_day(connection, ds, cfg, layout)
+    for day in days[1:]:
+        try:
+            counts[day] = extract_day(connection, day, cfg, layout)
+        except EmptyTargetError:
+            log.warning("lookback day %s has no target rows in the warehouse; history starts later", day)
+    secs = time.perf_counter() - t0
+    rows = sum(c["target"] + c["source"] for c in counts.values())
+    manifest = {
+        "ds": ds,
+        "target_path": str(layout.lake("target", ds)),
+        "source_path": str(layout.lake("source", ds)),
+        "target_rows": counts[ds]["target"],
+        "source_rows": counts[ds]["source"],
+        "days_extracted": sorted(counts),
+        "seconds": round(secs, 2),
+    }
+    log.info(
+        "extract ds=%s: target=%d rows, source=%d rows -> %s; lookback days extracted=%d; %d rows in %.1fs (%.0f rows/s)",
+        ds, counts[ds]["target"], counts[ds]["source"], layout.root / "lake", len(counts) - 1, rows, secs, rows / max(secs, 1e-9),
+    )
+    return manifest
