@@ -1,0 +1,98 @@
+"""ecat_daily: one run per date partition ``ds``; wiring only, every body is one call.
+
+extract -> validate -> {graph_select -> domain_reweight, teacher_refresh, train_baselines}
+-> student_distill -> evaluate -> promote. Logic lives in ``ecat_tasks``; see README.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Asset, Param, dag, task
+
+from ecat_tasks.airflow_edge import on_failure, run_step
+from ecat_tasks.config import ecat_home, param_schema
+
+HOME = ecat_home()
+TRAIN_QUEUE = os.environ.get("ECAT_TRAIN_QUEUE", "default")
+START = pendulum.parse(os.environ.get("ECAT_START_DATE", "2026-11-01"))
+
+
+def _asset(area: str) -> Asset:
+    return Asset(name=f"ecat.{area.replace('/', '.')}", uri=f"file://{HOME / area}")
+
+
+def _param(spec: dict) -> Param:
+    spec = dict(spec)
+    return Param(spec.pop("default"), **spec)
+
+
+TRAIN = dict(queue=TRAIN_QUEUE, depends_on_past=True, execution_timeout=timedelta(hours=2))
+
+
+@dag(
+    dag_id="ecat_daily",
+    schedule="@daily",
+    start_date=START,
+    catchup=False,
+    max_active_runs=1,
+    tags=["ecat", "training"],
+    params={name: _param(spec) for name, spec in param_schema().items()},
+    default_args=dict(
+        owner="ml-platform",
+        retries=1,
+        retry_delay=timedelta(minutes=1),
+        execution_timeout=timedelta(minutes=30),
+        on_failure_callback=on_failure,
+    ),
+    doc_md=__doc__,
+)
+def ecat_daily() -> None:
+    @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True,
+          outlets=[_asset("lake/source"), _asset("lake/target")])
+    def extract(ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("extract", ds, params)
+
+    @task(retries=0, outlets=[_asset("reports/validation")])
+    def validate(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("validate", ds, params)
+
+    @task(outlets=[_asset("selection/graph")])
+    def graph_select(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("graph_select", ds, params)
+
+    @task(queue=TRAIN_QUEUE, outlets=[_asset("selection/weights")])
+    def domain_reweight(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("domain_reweight", ds, params)
+
+    @task(**TRAIN, outlets=[_asset("models/teacher")])
+    def teacher_refresh(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("teacher_refresh", ds, params)
+
+    @task(**TRAIN, outlets=[_asset("models/student")])
+    def student_distill(_w: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("student_distill", ds, params)
+
+    @task(**TRAIN, outlets=[_asset("models/baselines")])
+    def train_baselines(_w: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("train_baselines", ds, params)
+
+    @task(outlets=[_asset("reports/metrics")])
+    def evaluate(_s: dict, _b: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("evaluate", ds, params)
+
+    @task(retries=0)
+    def promote(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("promote", ds, params)
+
+    validated = validate(extract())
+    weights = domain_reweight(graph_select(validated))
+    teacher = teacher_refresh(validated)
+    student = student_distill(weights, teacher)
+    baselines = train_baselines(weights, teacher)
+    promote(evaluate(student, baselines))
+
+
+ecat_daily()

@@ -1,0 +1,92 @@
+"""The only place that knows about Airflow: turns a task's context into plain arguments.
+
+The DAG file calls :func:`run_step` with a step name; this module builds the typed config
+from the run's params, opens the warehouse through the Airflow connection when the step
+needs it, calls the step's plain function and returns its small manifest for XCom. Heavy
+libraries (torch, dgl, GX) are imported only inside the step, never when the DAG is parsed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import time
+from typing import Any, Mapping
+
+from ecat_tasks.config import EcatConfig
+
+log = logging.getLogger(__name__)
+
+WAREHOUSE_CONN_ID = os.environ.get("ECAT_WAREHOUSE_CONN_ID", "ecat_warehouse")
+
+# step name -> "module:function"; every step takes (ds, cfg, layout) and returns a manifest.
+STEPS = {
+    "extract": "ecat_tasks.extract:extract",
+    "validate": "ecat_tasks.validate:validate",
+    "graph_select": "ecat_tasks.graph_select:graph_select",
+    "domain_reweight": "ecat_tasks.domain_reweight:domain_reweight",
+    "teacher_refresh": "ecat_tasks.teacher_refresh:teacher_refresh",
+    "student_distill": "ecat_tasks.student_distill:student_distill",
+    "train_baselines": "ecat_tasks.train_baselines:train_baselines",
+    "evaluate": "ecat_tasks.evaluate:evaluate",
+    "promote": "ecat_tasks.promote:promote",
+}
+
+# What an on-call engineer should do, by the kind of error a step raised.
+HINTS = {
+    "MissingPartitionError": "an upstream partition is missing: run or clear the task named in the message for this ds",
+    "ValidationFailed": "the day's data broke an expectation: read the listed failures and the data docs; fix the load, then clear 'extract'",
+    "EmptyTargetError": "no target rows for this day: check the warehouse load or the target_scenario param",
+    "CheckpointError": "a checkpoint is unreadable or does not match the model: restore it or re-run the chain from the day that wrote it",
+    "ValueError": "a parameter or input value is invalid: the message names it",
+    "AirflowTaskTimeout": "the task ran past execution_timeout: check data volume and the task's log timings",
+}
+
+
+def _setup_logging() -> None:
+    logging.getLogger("ecat_tasks").setLevel(logging.INFO)
+
+
+def config_from_params(params: Mapping[str, Any]) -> EcatConfig:
+    """The run's typed config: defaults < env < the run's params (``--conf``)."""
+    return EcatConfig.from_mapping(dict(params))
+
+
+def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> Any:
+    """A DB-API connection to the warehouse through the Airflow connection ``conn_id``."""
+    from airflow.sdk import BaseHook
+
+    return BaseHook.get_connection(conn_id).get_hook().get_conn()
+
+
+def run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one pipeline step for ``ds`` with the run's params; return its manifest."""
+    _setup_logging()
+    cfg = config_from_params(params)
+    module_name, func_name = STEPS[step].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    t0 = time.perf_counter()
+    if step == "extract":
+        connection = warehouse_connection()
+        try:
+            manifest = func(connection, ds, cfg)
+        finally:
+            connection.close()
+    else:
+        manifest = func(ds, cfg)
+    log.info("step %s ds=%s finished in %.1fs", step, ds, time.perf_counter() - t0)
+    return manifest
+
+
+def on_failure(context: Mapping[str, Any]) -> None:
+    """Failure callback: one short diagnosis line an on-call engineer can act on."""
+    ti = context.get("task_instance")
+    exc = context.get("exception")
+    kind = type(exc).__name__ if exc is not None else "unknown"
+    hint = HINTS.get(kind, "read the task log above the traceback; the last ecat_tasks line says how far it got")
+    log.error(
+        "ECAT FAILURE dag=%s task=%s ds=%s try=%s error=%s: %s | what to do: %s",
+        getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), context.get("ds"),
+        getattr(ti, "try_number", "?"), kind, str(exc).splitlines()[0][:300] if exc else "", hint,
+    )

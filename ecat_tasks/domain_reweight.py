@@ -1,0 +1,174 @@
+"""domain_reweight: fine sample transfer with an adversarial domain classifier (DANN).
+
+An encoder shared by a task head (the label) and a domain head behind gradient reversal is
+trained on target-train rows (domain 1) and graph candidates (domain 0). The reversal keeps
+the encoder from leaning on domain differences that do not matter for the label, so the
+domain head's p = P(target | x) measures task-relevant target-likeness. Each candidate gets
+w = clip(c * p / (1 - p), 0, w_max), c making the mean kept weight 1; candidates with w below
+``weight_threshold`` are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.nn import functional as F
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.inputs import source_day, target_day
+from ecat_tasks.metrics import auc
+from ecat_tasks.models.data import Batchable, Encoders, make_batchable
+from ecat_tasks.models.networks import DomainAdversarialModel
+from ecat_tasks.models.training import seed_everything, select_device
+from ecat_tasks.splits import holdout_mask
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Reweighting:
+    domain_prob: np.ndarray  # P(target | x) of each candidate
+    weight: np.ndarray  # importance weight (0 where dropped)
+    keep: np.ndarray  # bool mask of kept candidates
+    discriminator_auc: float  # on held-out target/candidate pairs
+    losses: list[float]
+
+
+def normalised_weights(p: np.ndarray, w_max: float, threshold: float, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """w = clip(c * p/(1-p), 0, w_max) with c such that kept weights average 1; drop w < threshold."""
+    ratio = p / np.clip(1.0 - p, 1e-6, None)
+    keep = np.ones(len(p), bool)
+    c = 1.0 / max(ratio.mean(), 1e-12)
+    for _ in range(iters):
+        w = np.clip(c * ratio, 0.0, w_max)
+        new_keep = w >= threshold
+        if not new_keep.any():
+            break
+        mean = w[new_keep].mean()
+        if abs(mean - 1.0) < 1e-6 and (new_keep == keep).all():
+            keep = new_keep
+            break
+        keep = new_keep
+        c /= mean
+    w = np.clip(c * ratio, 0.0, w_max)
+    keep = w >= threshold
+    return np.where(keep, w, 0.0), keep
+
+
+def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) -> Reweighting:
+    """Train the DANN on target (1) vs candidates (0) and weight the candidates."""
+    generator = seed_everything(cfg.seed, cfg.torch_threads)
+    device = select_device(cfg)
+    frame = pd.concat([target, candidates], ignore_index=True)
+    domain = np.concatenate([np.ones(len(target)), np.zeros(len(candidates))]).astype(np.float32)
+    held = holdout_mask(frame, cfg.replace(holdout_by="sample"))  # held-out pairs for the discriminator AUC
+    enc = Encoders.fit(frame)
+    model = DomainAdversarialModel(enc.vocab_sizes(), len(enc.spec.dense_names), cfg.embed_dim,
+                                   cfg.student_hidden, cfg.grl_lambda).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
+    # balance the domains: the target is usually the smaller one
+    n1, n0 = max(domain[~held].sum(), 1.0), max((1 - domain[~held]).sum(), 1.0)
+    dom_w = np.where(domain == 1, n0 / n1, 1.0).astype(np.float32)
+    data = make_batchable(frame, enc, cfg.label, weight=dom_w, domain=domain)
+    train = _subset(data, ~held).to(device)
+    steps_total = max(1, cfg.reweight_epochs * math.ceil(len(train) / cfg.batch_size))
+    step = 0
+    losses = []
+    model.train()
+    for _ in range(cfg.reweight_epochs):
+        total = 0.0
+        for b in train.batches(cfg.batch_size, generator):
+            # DANN's schedule: the reversal strength ramps up from 0 to grl_lambda
+            model.grl_lambda = cfg.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * step / steps_total)) - 1.0)
+            task_logit, dom_logit = model(b.sparse, b.dense)
+            loss = F.binary_cross_entropy_with_logits(task_logit, b.label) + (
+                F.binary_cross_entropy_with_logits(dom_logit, b.extra["domain"], reduction="none") * b.weight).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+            step += 1
+        losses.append(total / max(len(train), 1))
+    model.eval()
+    with torch.no_grad():
+        all_data = data.to(device)
+        prob = torch.cat([torch.sigmoid(model.domain_logit_raw(b.sparse, b.dense)).cpu()
+                          for b in all_data.batches(65_536, None, shuffle=False)]).numpy().astype(np.float64)
+    disc_auc = auc(domain[held], prob[held]) if held.any() else float("nan")
+    cand_p = prob[len(target):]
+    weight, keep = normalised_weights(cand_p, cfg.weight_max, cfg.weight_threshold)
+    return Reweighting(cand_p, weight, keep, disc_auc, losses)
+
+
+def _subset(data: Batchable, mask: np.ndarray) -> Batchable:
+    idx = torch.from_numpy(np.flatnonzero(mask))
+    return Batchable(data.sparse[idx], data.dense[idx], data.label[idx], data.weight[idx],
+                     {k: v[idx] for k, v in data.extra.items()})
+
+
+def effective_sample_size(w: np.ndarray) -> float:
+    return float(w.sum() ** 2 / max((w ** 2).sum(), 1e-12))
+
+
+def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+    """Task entry point: weight the graph candidates of ``ds``; write selection/weights/ds=."""
+    layout = layout or Layout()
+    t0 = time.perf_counter()
+    target, _ = target_day(ds, cfg, layout)
+    cand_ids = pq.read_table(layout.require(layout.partition("selection/graph", ds))).to_pandas()
+    source = source_day(ds, layout)
+    candidates = source.merge(cand_ids[["sample_id", "graph_score"]], on="sample_id", how="inner")
+    candidates = candidates.sort_values("sample_id", kind="stable").reset_index(drop=True)
+    if len(candidates) == 0:
+        raise ValueError(f"graph_select kept no candidates for ds={ds}: nothing to reweight (check graph_select's log)")
+    if cfg.reweight_enabled:
+        rw = reweight(target, candidates, cfg)
+    else:
+        ones = np.ones(len(candidates))
+        rw = Reweighting(np.full(len(candidates), np.nan), ones, ones.astype(bool), float("nan"), [])
+    out = pd.DataFrame({
+        "sample_id": candidates["sample_id"],
+        "graph_score": candidates["graph_score"].astype(np.float64),
+        "domain_prob": rw.domain_prob,
+        "weight": rw.weight,
+    })[rw.keep]
+    out_dir = layout.partition("selection/weights", ds)
+    clean_stale_tmp(out_dir.parent)
+    kept_w = rw.weight[rw.keep]
+    q = np.quantile(kept_w, [0.05, 0.5, 0.95]) if len(kept_w) else np.zeros(3)
+    ess = effective_sample_size(kept_w)
+    stats = {
+        "candidates": int(len(candidates)), "kept": int(rw.keep.sum()), "dropped_share": float(1 - rw.keep.mean()),
+        "discriminator_auc": rw.discriminator_auc, "weight_q05": float(q[0]), "weight_median": float(q[1]),
+        "weight_q95": float(q[2]), "ess": ess, "ess_share": ess / max(len(kept_w), 1), "losses": rw.losses,
+        "enabled": cfg.reweight_enabled,
+    }
+    with atomic_dir(out_dir) as tmp:
+        pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp / "weights.parquet")
+        manifest = write_manifest(tmp, "domain_reweight", ds, rows=int(len(out)), **stats,
+                                  parameters={k: getattr(cfg, k) for k in ("grl_lambda", "weight_max", "weight_threshold",
+                                                                           "reweight_epochs", "seed")})
+    secs = time.perf_counter() - t0
+    if cfg.reweight_enabled and rw.discriminator_auc > 0.95:
+        log.warning("discriminator AUC %.3f: target and candidates are almost separable; weights will be extreme "
+                    "and few candidates useful (check graph_select's selection)", rw.discriminator_auc)
+    if stats["dropped_share"] > 0.9:
+        log.warning("domain_reweight dropped %.0f%% of candidates: the student sees little source data", 100 * stats["dropped_share"])
+    log.info(
+        "domain_reweight ds=%s: %d candidates -> kept %d (dropped %.1f%%), discriminator AUC %.3f, weights q05/median/q95 "
+        "%.2f/%.2f/%.2f, ESS %.0f (%.0f%% of kept), wrote %s in %.1fs%s",
+        ds, stats["candidates"], stats["kept"], 100 * stats["dropped_share"], rw.discriminator_auc, q[0], q[1], q[2],
+        ess, 100 * stats["ess_share"], out_dir, secs, "" if cfg.reweight_enabled else " (reweighting disabled: all weights 1)",
+    )
+    return {"path": str(out_dir), "ds": ds, "kept": stats["kept"], "candidates": stats["candidates"],
+            "discriminator_auc": rw.discriminator_auc, "ess": ess, "checksum": manifest["checksum"], "seconds": round(secs, 2)}

@@ -1,0 +1,1 @@
+"""Model code shared by the training steps: networks, data encoding, loops, checkpoints."""

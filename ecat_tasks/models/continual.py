@@ -1,0 +1,201 @@
+"""Daily continual training shared by the teacher, the student and every baseline.
+
+:func:`fit_day` warm-starts from the newest checkpoint of the same model dated before
+``ds`` (vocabularies grow for new ids, optimiser state carries over), trains one or more
+phases, scores a holdout and writes ``models/<name>/ds=`` atomically with its manifest.
+Rerunning a day starts from the same earlier checkpoint with the same seed, so it
+replaces its outputs exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.metrics import auc
+from ecat_tasks.models.data import Batchable, Encoders, Vocabulary, make_batchable
+from ecat_tasks.models.networks import RankingModel, StarModel
+from ecat_tasks.models.training import (
+    CHECKPOINT, CheckpointError, LossFn, load_checkpoint, predict, save_checkpoint, seed_everything,
+    select_device, train_epochs, warm_load, weighted_bce,
+)
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
+
+log = logging.getLogger(__name__)
+
+N_SCENARIO_BUCKETS = 32  # STAR's scenario-specific parameter slots (row 0 = unseen scenario)
+
+
+def scenario_codes(names: pd.Series) -> np.ndarray:
+    """Stable int64 code per scenario name (for the scenario vocabulary)."""
+    return pd.util.hash_array(names.to_numpy(dtype=object), hash_key="ecat-scenarios00").view(np.int64)
+
+
+def build_network(arch: dict[str, Any], vocab_sizes: dict[str, int], n_dense: int) -> nn.Module:
+    if arch["kind"] == "ranking":
+        return RankingModel(vocab_sizes, n_dense, arch["embed_dim"], arch["hidden"])
+    if arch["kind"] == "star":
+        return StarModel(vocab_sizes, n_dense, arch["embed_dim"], arch["hidden"], N_SCENARIO_BUCKETS)
+    raise CheckpointError(f"unknown model kind {arch['kind']!r}")
+
+
+@dataclass
+class Phase:
+    """One pass of training on one frame (fine-tuning is two phases)."""
+
+    frame: pd.DataFrame
+    epochs: int
+    weight: np.ndarray | None = None
+    name: str = "train"
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    encoders: Encoders
+    scenario_vocab: Vocabulary | None
+    arch: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def batchable(self, frame: pd.DataFrame, label: str, weight: np.ndarray | None = None, **extra: Any) -> Batchable:
+        if self.scenario_vocab is not None:
+            codes = self.scenario_vocab.lookup(scenario_codes(frame["scenario"]))
+            extra["scenario"] = np.clip(codes, 0, N_SCENARIO_BUCKETS - 1)
+        return make_batchable(frame, self.encoders, label, weight, **extra)
+
+    def score(self, frame: pd.DataFrame, label: str) -> np.ndarray:
+        probs, _ = predict(self.model, self.batchable(frame, label))
+        return probs
+
+
+def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Rebuild a trained model from its checkpoint directory, ready to score frames."""
+    state = load_checkpoint(directory)
+    arch = state["arch"]
+    enc = Encoders.from_state(state["encoders"])
+    scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
+    model = build_network(arch, arch["vocab_sizes"], arch["n_dense"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {directory / CHECKPOINT} does not match its architecture: {exc}") from exc
+    return LoadedModel(model.to(device), enc, scen, arch, state.get("extra", {}))
+
+
+ExtraFn = Callable[[LoadedModel, pd.DataFrame], dict[str, Any]]
+LossFactory = Callable[[nn.Module, dict[str, nn.Module]], LossFn]
+
+
+def fit_day(
+    name: str,
+    ds: str,
+    cfg: EcatConfig,
+    layout: Layout,
+    phases: list[Phase],
+    arch: dict[str, Any],
+    lr: float,
+    holdout: pd.DataFrame | None = None,
+    init_from: Path | None = None,
+    extra_modules: Callable[[nn.Module], dict[str, nn.Module]] | None = None,
+    extra_data: ExtraFn | None = None,
+    loss_factory: LossFactory | None = None,
+    task: str = "train",
+    manifest_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train model ``name`` for ``ds`` (warm start when an earlier checkpoint exists)."""
+    t0 = time.perf_counter()
+    generator = seed_everything(cfg.seed, cfg.torch_threads)
+    device = select_device(cfg)
+    out_dir = layout.model(name, ds)
+    clean_stale_tmp(out_dir.parent)
+    area = out_dir.parent.relative_to(layout.root).as_posix()
+    prev_ds = layout.latest_before(area, ds)
+    start_dir = init_from or (layout.model(name, prev_ds) if prev_ds else None)
+    all_rows = pd.concat([p.frame for p in phases], ignore_index=True)
+
+    state = load_checkpoint(start_dir) if start_dir else None
+    if state is not None:
+        if {k: v for k, v in state["arch"].items() if k != "vocab_sizes"} != {k: v for k, v in arch.items() if k != "vocab_sizes"}:
+            raise CheckpointError(
+                f"checkpoint {start_dir / CHECKPOINT} was trained with {state['arch']}, this run asks for {arch}: "
+                f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"
+            )
+        enc = Encoders.from_state(state["encoders"])
+        scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
+    else:
+        enc = Encoders.fit(all_rows)
+        scen = Vocabulary() if arch["kind"] == "star" else None
+    new_ids = enc.grow(all_rows)
+    if scen is not None:
+        scen.grow(scenario_codes(all_rows["scenario"]))
+    arch = {**arch, "vocab_sizes": enc.vocab_sizes(), "n_dense": len(enc.spec.dense_names)}
+    model = build_network(arch, arch["vocab_sizes"], arch["n_dense"]).to(device)
+    extras = extra_modules(model) if extra_modules else {}
+    for module in extras.values():
+        module.to(device)
+    params = list(model.parameters()) + [p for m in extras.values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    if state is not None:
+        warm_load(model, optimizer, state, start_dir, extras)
+        for group in optimizer.param_groups:
+            group["lr"] = lr  # the run's learning rate wins over the checkpoint's
+    loaded = LoadedModel(model, enc, scen, arch)
+    loss_fn = loss_factory(model, extras) if loss_factory else (
+        lambda m, b: weighted_bce(m(b.sparse, b.dense, **b.extra)[0], b.label, b.weight))
+
+    losses: list[float] = []
+    rows = 0
+    for phase in phases:
+        extra = extra_data(loaded, phase.frame) if extra_data else {}
+        data = loaded.batchable(phase.frame, cfg.label, phase.weight, **extra).to(device)
+        rows += len(data)
+        losses += train_epochs(model, data, loss_fn, optimizer, phase.epochs, cfg.batch_size, generator, f"{name}/{phase.name}")
+
+    holdout_auc = None
+    if holdout is not None and len(holdout) and holdout[cfg.label].nunique() == 2:
+        holdout_auc = auc(holdout[cfg.label].to_numpy(), loaded.score(holdout, cfg.label))
+    model.cpu()
+    for module in extras.values():
+        module.cpu()
+    enc_state_extra = {"scenario_vocab": torch.from_numpy(scen.ids.copy())} if scen is not None else {}
+    with atomic_dir(out_dir) as tmp:
+        save_checkpoint(tmp, model, optimizer, _EncWithExtra(enc, enc_state_extra), arch, extras)
+        manifest = write_manifest(
+            tmp, task, ds,
+            model=name,
+            warm_start_from=(str(start_dir) if start_dir else None),
+            warm_start_ds=(start_dir.name[3:] if start_dir and start_dir.name.startswith("ds=") else None),
+            cold_start=state is None,
+            rows=rows,
+            phases=[{"name": p.name, "rows": len(p.frame), "epochs": p.epochs} for p in phases],
+            losses=[round(x, 6) for x in losses],
+            holdout_auc=holdout_auc,
+            new_ids=new_ids,
+            arch=arch,
+            lr=lr,
+            seed=cfg.seed,
+            device=str(device),
+            seconds=round(time.perf_counter() - t0, 2),
+            **(manifest_extra or {}),
+        )
+    manifest["path"] = str(out_dir)
+    return manifest
+
+
+class _EncWithExtra:
+    """Encoders plus extra tensors (the scenario vocabulary) in one checkpoint entry."""
+
+    def __init__(self, enc: Encoders, extra: dict[str, torch.Tensor]) -> None:
+        self.enc, self.extra = enc, extra
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**self.enc.state(), **self.extra}

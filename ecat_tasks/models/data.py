@@ -1,0 +1,139 @@
+"""From lake rows to model tensors: growing vocabularies, dense normalisation, batching.
+
+A :class:`Vocabulary` maps raw ids of any size to embedding rows. Index 0 is the reserved
+bucket for ids never seen; new ids are appended (``grow``) so existing rows keep their
+meaning across days, which is what makes a warm start real. All mapping is vectorised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import torch
+
+from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
+
+
+class Vocabulary:
+    """Raw id -> row index (1..n); 0 is the out-of-vocabulary bucket."""
+
+    def __init__(self, ids: np.ndarray | None = None) -> None:
+        self.ids = np.asarray(ids if ids is not None else [], dtype=np.int64)  # insertion order
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._order = np.argsort(self.ids, kind="stable")
+        self._sorted = self.ids[self._order]
+
+    def __len__(self) -> int:
+        return len(self.ids) + 1  # + OOV row
+
+    def grow(self, raw: np.ndarray) -> int:
+        """Append ids not yet known (in sorted order, so growth is deterministic)."""
+        uniq = np.unique(np.asarray(raw, dtype=np.int64))
+        new = uniq[self.lookup(uniq) == 0]
+        if len(new):
+            self.ids = np.concatenate([self.ids, new])
+            self._refresh()
+        return len(new)
+
+    def lookup(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(len(raw), dtype=np.int64)
+        pos = np.searchsorted(self._sorted, raw)
+        pos = np.clip(pos, 0, len(self._sorted) - 1)
+        hit = self._sorted[pos] == raw
+        return np.where(hit, self._order[pos] + 1, 0)
+
+
+@dataclass
+class Encoders:
+    """Everything needed to turn a frame into tensors the same way every day."""
+
+    vocabs: dict[str, Vocabulary]
+    dense_mean: np.ndarray
+    dense_std: np.ndarray
+    spec: FeatureSpec = DEFAULT_SPEC
+
+    @classmethod
+    def fit(cls, frame: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> "Encoders":
+        vocabs = {name: Vocabulary() for name in spec.sparse_names}
+        for name, vocab in vocabs.items():
+            vocab.grow(frame[name].to_numpy())
+        dense = np.log1p(np.clip(frame[spec.dense_names].to_numpy(np.float64), 0, None))
+        return cls(vocabs, dense.mean(0), dense.std(0) + 1e-6, spec)
+
+    def grow(self, frame: pd.DataFrame) -> dict[str, int]:
+        return {name: vocab.grow(frame[name].to_numpy()) for name, vocab in self.vocabs.items()}
+
+    def vocab_sizes(self) -> dict[str, int]:
+        return {name: len(v) for name, v in self.vocabs.items()}
+
+    def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        sparse = np.stack([self.vocabs[n].lookup(frame[n].to_numpy()) for n in self.spec.sparse_names], axis=1)
+        dense = np.log1p(np.clip(frame[self.spec.dense_names].to_numpy(np.float64), 0, None))
+        dense = (dense - self.dense_mean) / self.dense_std
+        return torch.from_numpy(sparse), torch.from_numpy(dense.astype(np.float32))
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Tensors only, so a checkpoint loads with ``weights_only=True``."""
+        out = {f"vocab.{n}": torch.from_numpy(v.ids.copy()) for n, v in self.vocabs.items()}
+        out["dense_mean"] = torch.from_numpy(self.dense_mean.copy())
+        out["dense_std"] = torch.from_numpy(self.dense_std.copy())
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], spec: FeatureSpec = DEFAULT_SPEC) -> "Encoders":
+        vocabs = {n: Vocabulary(state[f"vocab.{n}"].numpy()) for n in spec.sparse_names}
+        return cls(vocabs, state["dense_mean"].numpy(), state["dense_std"].numpy(), spec)
+
+
+@dataclass
+class Batchable:
+    """A day's training tensors, sliced into batches without per-row Python."""
+
+    sparse: torch.Tensor
+    dense: torch.Tensor
+    label: torch.Tensor
+    weight: torch.Tensor
+    extra: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def to(self, device: torch.device) -> "Batchable":
+        return Batchable(self.sparse.to(device), self.dense.to(device), self.label.to(device),
+                         self.weight.to(device), {k: v.to(device) for k, v in self.extra.items()})
+
+    def batches(self, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator["Batchable"]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator).to(self.label.device) if shuffle else None
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+            yield Batchable(self.sparse[idx], self.dense[idx], self.label[idx], self.weight[idx],
+                            {k: v[idx] for k, v in self.extra.items()})
+
+
+def make_batchable(frame: pd.DataFrame, enc: Encoders, label: str, weight: np.ndarray | None = None,
+                   **extra: np.ndarray | torch.Tensor) -> Batchable:
+    sparse, dense = enc.transform(frame)
+    # scoring frames (the registry's pyfunc) may carry no label: predictions ignore it
+    y = torch.from_numpy(frame[label].to_numpy(np.float32)) if label in frame else torch.zeros(len(frame))
+    w = torch.ones(len(frame)) if weight is None else torch.as_tensor(np.asarray(weight, np.float32))
+    ext = {k: torch.as_tensor(v) for k, v in extra.items()}
+    return Batchable(sparse, dense, y, w, ext)
+
+
+def read_lake(paths: Sequence[Path], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Concatenate Parquet partitions (directories) into one frame, in path order."""
+    frames = [pq.read_table(p, columns=list(columns) if columns else None).to_pandas() for p in paths]
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pq.read_table(paths[0], columns=list(columns) if columns else None).to_pandas()
+    return pd.concat(frames, ignore_index=True)

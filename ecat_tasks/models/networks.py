@@ -1,0 +1,142 @@
+"""Ranking networks built from the feature spec: the teacher/student tower, STAR, DANN.
+
+Every network embeds each sparse feature (row 0 = unseen id), appends the normalised dense
+features and runs an MLP. ``forward`` returns ``(logit, hidden)``: the last hidden layer is
+what distillation aligns and what the domain classifier reads.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+
+class FeatureEmbedding(nn.Module):
+    """One embedding table per sparse feature; tables can grow for new ids (warm start)."""
+
+    def __init__(self, vocab_sizes: dict[str, int], embed_dim: int, n_dense: int) -> None:
+        super().__init__()
+        self.names = list(vocab_sizes)
+        self.embed_dim = embed_dim
+        self.tables = nn.ModuleDict({n: nn.Embedding(size, embed_dim) for n, size in vocab_sizes.items()})
+        for table in self.tables.values():
+            nn.init.normal_(table.weight, std=0.05)
+        self.out_dim = len(self.names) * embed_dim + n_dense
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        parts = [self.tables[n](sparse[:, j]) for j, n in enumerate(self.names)]
+        return torch.cat([*parts, dense], dim=1)
+
+    @torch.no_grad()
+    def grow(self, vocab_sizes: dict[str, int], generator: torch.Generator | None = None) -> None:
+        """Extend tables to new sizes, keeping every existing row."""
+        for n, size in vocab_sizes.items():
+            old = self.tables[n]
+            if size <= old.num_embeddings:
+                continue
+            new = nn.Embedding(size, self.embed_dim).to(old.weight.device)
+            new.weight.normal_(0.0, 0.05, generator=generator)
+            new.weight[: old.num_embeddings] = old.weight
+            self.tables[n] = new
+
+
+def mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for h in hidden:
+        layers += [nn.Linear(in_dim, h), nn.ReLU()]
+        in_dim = h
+    return nn.Sequential(*layers)
+
+
+class RankingModel(nn.Module):
+    """Embeddings + MLP tower + logit: the teacher, the student and most baselines."""
+
+    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int]) -> None:
+        super().__init__()
+        self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
+        self.tower = mlp(self.embedding.out_dim, hidden)
+        self.head = nn.Linear(hidden[-1], 1)
+        self.hidden_dim = hidden[-1]
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.tower(self.embedding(sparse, dense))
+        return self.head(h).squeeze(1), h
+
+
+class StarLinear(nn.Module):
+    """STAR's star-topology layer: weight = shared * scenario-specific, bias = shared + specific."""
+
+    def __init__(self, in_dim: int, out_dim: int, n_scenarios: int) -> None:
+        super().__init__()
+        self.shared_w = nn.Parameter(torch.empty(in_dim, out_dim))
+        nn.init.xavier_uniform_(self.shared_w)
+        self.shared_b = nn.Parameter(torch.zeros(out_dim))
+        self.spec_w = nn.Parameter(torch.ones(n_scenarios, in_dim, out_dim))
+        self.spec_b = nn.Parameter(torch.zeros(n_scenarios, out_dim))
+
+    def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
+        w = self.shared_w.unsqueeze(0) * self.spec_w[scenario]  # [B, in, out]
+        return torch.bmm(x.unsqueeze(1), w).squeeze(1) + self.shared_b + self.spec_b[scenario]
+
+
+class StarModel(nn.Module):
+    """Multi-scenario baseline (STAR-style): shared plus scenario-specific parameters."""
+
+    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int],
+                 n_scenarios: int) -> None:
+        super().__init__()
+        self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
+        self.scenario_embedding = nn.Embedding(n_scenarios, embed_dim)
+        dims = [self.embedding.out_dim + embed_dim, *hidden]
+        self.layers = nn.ModuleList(StarLinear(a, b, n_scenarios) for a, b in zip(dims[:-1], dims[1:]))
+        self.head = nn.Linear(hidden[-1], 1)
+        self.hidden_dim = hidden[-1]
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, scenario: torch.Tensor | None = None,
+                **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if scenario is None:
+            raise ValueError("StarModel needs the scenario index of every sample")
+        h = torch.cat([self.embedding(sparse, dense), self.scenario_embedding(scenario)], dim=1)
+        for layer in self.layers:
+            h = torch.relu(layer(h, scenario))
+        return self.head(h).squeeze(1), h
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; multiplies the gradient by -lambda backward (DANN)."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, lam: float) -> torch.Tensor:
+        ctx.lam = lam
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return -ctx.lam * grad, None
+
+
+def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    return GradientReversal.apply(x, lam)
+
+
+class DomainAdversarialModel(nn.Module):
+    """Shared encoder, a task head (the label) and a domain head behind gradient reversal."""
+
+    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int],
+                 grl_lambda: float = 1.0) -> None:
+        super().__init__()
+        self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
+        self.encoder = mlp(self.embedding.out_dim, hidden)
+        self.task_head = nn.Linear(hidden[-1], 1)
+        self.domain_head = nn.Sequential(nn.Linear(hidden[-1], hidden[-1]), nn.ReLU(), nn.Linear(hidden[-1], 1))
+        self.grl_lambda = grl_lambda
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(self.embedding(sparse, dense))
+        return self.task_head(z).squeeze(1), self.domain_head(grad_reverse(z, self.grl_lambda)).squeeze(1)
+
+    def domain_logit_raw(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """Domain logit from the raw features (no reversal): used by the density-ratio head."""
+        return self.domain_head(self.encoder(self.embedding(sparse, dense))).squeeze(1)

@@ -1,0 +1,171 @@
+"""Shared training machinery: seeding, device choice, the epoch loop, prediction, checkpoints.
+
+Checkpoints hold tensors and plain containers only and load with ``weights_only=True``.
+A corrupt or mismatched checkpoint raises :class:`CheckpointError` naming the file, never
+a silent cold start.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.models.data import Batchable, Encoders
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "model.pt"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be read or does not fit the model it should warm-start."""
+
+
+def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
+    """Seed every RNG a step touches; returns the generator that orders batches."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if threads:
+        torch.set_num_threads(threads)
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return gen
+
+
+def select_device(cfg: EcatConfig) -> torch.device:
+    """The configured device; asking for CUDA where there is none is an error, not a fallback."""
+    device = torch.device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={cfg.device!r} requested but CUDA is not available on this worker; use device='cpu'")
+    return device
+
+
+LossFn = Callable[[nn.Module, Batchable], torch.Tensor]
+
+
+def train_epochs(model: nn.Module, data: Batchable, loss_fn: LossFn, optimizer: torch.optim.Optimizer,
+                 epochs: int, batch_size: int, generator: torch.Generator, name: str) -> list[float]:
+    """Plain mini-batch loop; logs one line per epoch (never per batch)."""
+    losses = []
+    model.train()
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        total, n = 0.0, 0
+        for batch in data.batches(batch_size, generator):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach() * len(batch)
+            n += len(batch)
+        mean = float(total) / max(n, 1)
+        losses.append(mean)
+        secs = time.perf_counter() - t0
+        log.info("%s epoch %d/%d: loss=%.4f rows=%d %.1fs (%.0f rows/s)", name, epoch + 1, epochs, mean, n, secs, n / max(secs, 1e-9))
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[np.ndarray, torch.Tensor]:
+    """Probabilities (numpy) and last hidden representations (tensor), in row order."""
+    model.eval()
+    probs, hidden = [], []
+    for batch in data.batches(batch_size, None, shuffle=False):
+        logit, h = model(batch.sparse, batch.dense, **batch.extra)
+        probs.append(torch.sigmoid(logit).cpu())
+        hidden.append(h.cpu())
+    if not probs:
+        return np.zeros(0), torch.zeros(0)
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(hidden)
+
+
+def weighted_bce(logit: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return (nn.functional.binary_cross_entropy_with_logits(logit, label, reduction="none") * weight).mean()
+
+
+# --- checkpoints ----------------------------------------------------------------------
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, encoders: Encoders,
+                    arch: dict[str, Any], extra_modules: dict[str, nn.Module] | None = None) -> Path:
+    path = directory / CHECKPOINT
+    torch.save({
+        "arch": arch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "encoders": encoders.state(),
+        "extra": {k: m.state_dict() for k, m in (extra_modules or {}).items()},
+    }, path)
+    return path
+
+
+def load_checkpoint(directory: Path) -> dict[str, Any]:
+    path = directory / CHECKPOINT
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except Exception as exc:  # unpickling, truncation, zip errors: all mean the file is unusable
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a weights-only checkpoint: {exc}") from exc
+    missing = {"arch", "model", "optimizer", "encoders"} - set(state)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}")
+    return state
+
+
+def _pad_rows(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """``new`` with ``old``'s values in its leading rows (embedding tables that grew)."""
+    out = new.clone()
+    out[: old.shape[0]] = old
+    return out
+
+
+def warm_load(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any], source: Path,
+              extra_modules: dict[str, nn.Module] | None = None) -> None:
+    """Load weights and optimiser state into a model whose embedding tables may have grown."""
+    own = model.state_dict()
+    loaded = {}
+    for key, value in state["model"].items():
+        if key not in own:
+            raise CheckpointError(f"checkpoint {source / CHECKPOINT} has parameter {key!r} the model lacks: architecture changed")
+        target = own[key]
+        if value.shape == target.shape:
+            loaded[key] = value
+        elif value.dim() == target.dim() and value.shape[1:] == target.shape[1:] and value.shape[0] < target.shape[0] and ".tables." in key:
+            loaded[key] = _pad_rows(value, target)
+        else:
+            raise CheckpointError(
+                f"checkpoint {source / CHECKPOINT}: {key} has shape {tuple(value.shape)}, model expects {tuple(target.shape)}"
+            )
+    absent = set(own) - set(loaded)
+    if absent:
+        raise CheckpointError(f"checkpoint {source / CHECKPOINT} lacks parameters {sorted(absent)[:5]}: architecture changed")
+    model.load_state_dict(loaded)
+    for name, module in (extra_modules or {}).items():
+        if name in state.get("extra", {}):
+            module.load_state_dict(state["extra"][name])
+    opt_state = state["optimizer"]
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, slot in opt_state.get("state", {}).items():
+        if idx >= len(params):
+            raise CheckpointError(f"checkpoint {source / CHECKPOINT}: optimiser state does not match the model")
+        for k in ("exp_avg", "exp_avg_sq"):
+            if k in slot and slot[k].shape != params[idx].shape:
+                slot[k] = _pad_rows(slot[k], torch.zeros_like(params[idx]))
+    try:
+        optimizer.load_state_dict(opt_state)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {source / CHECKPOINT}: optimiser state does not match the model: {exc}") from exc
+
+
+def checksum_model(model: nn.Module) -> float:
+    """A cheap fingerprint of the weights (sum of absolute values), for manifests and tests."""
+    with torch.no_grad():
+        return float(sum(p.detach().abs().sum() for p in model.parameters()))

@@ -1,0 +1,53 @@
+"""teacher_refresh: the entire-space teacher, trained continually day after day.
+
+Warm start from the newest teacher dated before ``ds`` and train on the day's entire space
+(source plus target-train rows). With no earlier teacher, cold-start on the lookback window.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.inputs import entire_space, target_day, window_days
+from ecat_tasks.models.continual import Phase, fit_day
+from ecat_tasks.storage import Layout
+
+log = logging.getLogger(__name__)
+
+
+def teacher_arch(cfg: EcatConfig) -> dict[str, Any]:
+    return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
+
+
+def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+    layout = layout or Layout()
+    cold = layout.latest_before("models/teacher", ds) is None
+    days = window_days(ds, cfg, layout) if cold else [ds]
+    frame = entire_space(days, cfg, layout)
+    _, holdout = target_day(ds, cfg, layout)
+    manifest = fit_day(
+        "teacher", ds, cfg, layout,
+        phases=[Phase(frame, cfg.teacher_epochs, name="cold_start" if cold else "daily")],
+        arch=teacher_arch(cfg), lr=cfg.teacher_lr, holdout=holdout, task="teacher_refresh",
+        manifest_extra={"train_days": days},
+    )
+    log.info(
+        "teacher_refresh ds=%s: %s from %s, trained on %d rows of %d day(s), loss %.4f, target-holdout AUC %s, "
+        "new ids %s, wrote %s in %.1fs",
+        ds, "cold start" if cold else "warm start", manifest["warm_start_ds"] or "scratch", manifest["rows"], len(days),
+        manifest["losses"][-1], _fmt(manifest["holdout_auc"]), sum(manifest["new_ids"].values()), manifest["path"],
+        manifest["seconds"],
+    )
+    return _small(manifest)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
+def _small(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What goes to XCom: paths and headline numbers only."""
+    keys = ("path", "ds", "model", "warm_start_ds", "cold_start", "rows", "holdout_auc", "checksum", "seconds")
+    return {k: manifest.get(k) for k in keys} | {"loss": manifest["losses"][-1]}

@@ -1,0 +1,109 @@
+"""MLflow plumbing: the tracking URI, one run per (ds, model), and the registry's pyfunc.
+
+The tracking store is SQLite under ECAT_HOME unless ``mlflow_tracking_uri`` names a server.
+A rerun of a day deletes that day's earlier runs before logging, so history holds one run
+per (ds, model), never duplicates.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecat_tasks.config import EcatConfig
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "ecat_daily"
+
+
+def tracking_uri(cfg: EcatConfig, root: Path) -> str:
+    return cfg.mlflow_tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+
+
+def client(cfg: EcatConfig, root: Path) -> Any:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = tracking_uri(cfg, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    if mlflow.get_experiment_by_name(EXPERIMENT) is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlflow-artifacts").as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    return mlflow.MlflowClient(uri, uri)
+
+
+def replace_runs(mlflow_client: Any, ds: str, model: str) -> int:
+    """Delete earlier runs of (ds, model) so a rerun replaces rather than duplicates."""
+    exp = mlflow_client.get_experiment_by_name(EXPERIMENT)
+    runs = mlflow_client.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{_safe(ds)}' and tags.model = '{_safe(model)}'")
+    for run in runs:
+        mlflow_client.delete_run(run.info.run_id)
+    return len(runs)
+
+
+def _safe(value: str) -> str:
+    """MLflow filter strings have no bind parameters: allow only plain tokens."""
+    if not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError(f"refusing unsafe value {value!r} in an MLflow filter")
+    return value
+
+
+def log_model_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics: dict[str, float],
+                      params: dict[str, Any]) -> str:
+    import mlflow
+
+    mc = client(cfg, root)
+    replace_runs(mc, ds, model)
+    with mlflow.start_run(run_name=f"{model}@{ds}", tags={"ds": ds, "model": model}) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        return run.info.run_id
+
+
+def _pyfunc_class() -> type:
+    import mlflow.pyfunc
+
+    class EcatStudentModel(mlflow.pyfunc.PythonModel):
+        """Scores a frame of ``samples`` rows with a checkpointed ECAT model (probabilities)."""
+
+        def load_context(self, context: Any) -> None:
+            from ecat_tasks.models.continual import load_model
+
+            self.loaded = load_model(Path(context.artifacts["checkpoint"]))
+
+        def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
+            return self.loaded.score(model_input, "click")
+
+    return EcatStudentModel
+
+
+def register_model(cfg: EcatConfig, root: Path, ds: str, checkpoint_dir: Path, example: pd.DataFrame,
+                   tags: dict[str, str]) -> Any:
+    """Log the checkpoint as a pyfunc model and register it; returns the ModelVersion."""
+    import mlflow
+
+    import ecat_tasks
+
+    mc = client(cfg, root)
+    with mlflow.start_run(run_name=f"register@{ds}", tags={"ds": ds, "model": "registration"}):
+        info = mlflow.pyfunc.log_model(
+            name="student",
+            python_model=_pyfunc_class()(),
+            artifacts={"checkpoint": str(checkpoint_dir)},
+            code_paths=[str(Path(ecat_tasks.__file__).parent)],
+            input_example=example,
+            registered_model_name=cfg.registered_model,
+        )
+    version = mc.get_model_version(cfg.registered_model, str(info.registered_model_version))
+    for k, v in tags.items():
+        mc.set_model_version_tag(cfg.registered_model, version.version, k, v)
+    return version
