@@ -55,18 +55,18 @@ class EcatConfig:
     # --- domain reweighting -------------------------------------------------------------
     reweight_enabled: bool = _f(True, "Adversarial domain weights on; off gives every candidate weight 1.")
     reweight_epochs: int = _f(3, "Epochs of the domain classifier.", minimum=1, maximum=50)
-    grl_lambda: float = _f(1.0, "Gradient reversal scale.", minimum=0.0, maximum=10.0)
+    grl_lambda: float = _f(0.1, "Gradient reversal scale.", minimum=0.0, maximum=10.0)
     weight_max: float = _f(5.0, "Upper clip of an importance weight.", minimum=1.0, maximum=100.0)
     weight_threshold: float = _f(0.2, "Candidates whose weight falls below this are dropped.", minimum=0.0, maximum=10.0)
     # --- models -------------------------------------------------------------------------
     embed_dim: int = _f(8, "Embedding size of every categorical feature.", minimum=2, maximum=256)
     teacher_hidden: list = _f([128, 64], "Teacher MLP layer sizes.", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
     student_hidden: list = _f([64, 32], "Student MLP layer sizes (also every baseline).", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
-    teacher_lr: float = _f(0.002, "Teacher learning rate (Adam).", minimum=1e-6, maximum=1.0)
-    student_lr: float = _f(0.002, "Student and baselines learning rate (Adam).", minimum=1e-6, maximum=1.0)
+    teacher_lr: float = _f(0.005, "Teacher learning rate (Adam).", minimum=1e-6, maximum=1.0)
+    student_lr: float = _f(0.01, "Student and baselines learning rate (Adam).", minimum=1e-6, maximum=1.0)
     teacher_epochs: int = _f(1, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
     student_epochs: int = _f(3, "Student epochs per day.", minimum=1, maximum=100)
-    batch_size: int = _f(1024, "Mini-batch size.", minimum=16, maximum=131_072)
+    batch_size: int = _f(256, "Mini-batch size.", minimum=16, maximum=131_072)
     # --- distillation -------------------------------------------------------------------
     kd_enabled: bool = _f(True, "Distil the teacher into the student.")
     kd_lambda: float = _f(0.5, "Weight of the distillation term.", minimum=0.0, maximum=100.0)

@@ -3,7 +3,9 @@
 An encoder shared by a task head (the label) and a domain head behind gradient reversal is
 trained on target-train rows (domain 1) and graph candidates (domain 0). The reversal keeps
 the encoder from leaning on domain differences that do not matter for the label, so the
-domain head's p = P(target | x) measures task-relevant target-likeness. Each candidate gets
+domain head's p = P(target | x, y) measures task-relevant target-likeness; reading the label
+too makes p/(1-p) the joint ratio p_T(x,y)/p_S(x,y), which also catches source scenarios whose
+labels disagree with the target's. Each candidate gets
 w = clip(c * p / (1 - p), 0, w_max), c making the mean kept weight 1; candidates with w below
 ``weight_threshold`` are dropped.
 """
@@ -90,7 +92,7 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
         for b in train.batches(cfg.batch_size, generator):
             # DANN's schedule: the reversal strength ramps up from 0 to grl_lambda
             model.grl_lambda = cfg.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * step / steps_total)) - 1.0)
-            task_logit, dom_logit = model(b.sparse, b.dense)
+            task_logit, dom_logit = model(b.sparse, b.dense, b.label)
             loss = F.binary_cross_entropy_with_logits(task_logit, b.label) + (
                 F.binary_cross_entropy_with_logits(dom_logit, b.extra["domain"], reduction="none") * b.weight).mean()
             opt.zero_grad(set_to_none=True)
@@ -102,7 +104,7 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
     model.eval()
     with torch.no_grad():
         all_data = data.to(device)
-        prob = torch.cat([torch.sigmoid(model.domain_logit_raw(b.sparse, b.dense)).cpu()
+        prob = torch.cat([torch.sigmoid(model.domain_logit_raw(b.sparse, b.dense, b.label)).cpu()
                           for b in all_data.batches(65_536, None, shuffle=False)]).numpy().astype(np.float64)
     disc_auc = auc(domain[held], prob[held]) if held.any() else float("nan")
     cand_p = prob[len(target):]

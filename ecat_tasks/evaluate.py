@@ -81,12 +81,13 @@ def _plot(hist: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5))
     for model, part in hist.sort_values("ds").groupby("model"):
         style = dict(linewidth=3, color="black") if model == "ecat" else dict(linewidth=1.2, alpha=0.85)
-        ax.plot(part["ds"], part["auc"], marker="o", label=model, **style)
+        ax.plot(pd.to_datetime(part["ds"]), part["auc"], marker="o", label=model, **style)
     ax.set_title("Holdout AUC per model by day (target mini-app)")
     ax.set_xlabel("ds")
     ax.set_ylabel("AUC")

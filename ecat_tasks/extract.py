@@ -125,11 +125,14 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
             days.append(day)
     counts: dict[str, dict[str, int]] = {}
     counts[ds] = extract_day(connection, ds, cfg, layout)
+    no_history = []
     for day in days[1:]:
         try:
             counts[day] = extract_day(connection, day, cfg, layout)
         except EmptyTargetError:
-            log.warning("lookback day %s has no target rows in the warehouse; history starts later", day)
+            no_history.append(day)
+    if no_history:
+        log.info("lookback days without target rows in the warehouse (history starts later): %s", sorted(no_history))
     secs = time.perf_counter() - t0
     rows = sum(c["target"] + c["source"] for c in counts.values())
     manifest = {

@@ -68,16 +68,18 @@ class World:
     def _static(self) -> dict[str, np.ndarray]:
         rng = np.random.default_rng([self.seed, 0])
         s: dict[str, np.ndarray] = {}
-        s["user_vec"] = rng.normal(0, 1, (self.n_users, K))
-        s["user_drift"] = rng.normal(0, 1, (self.n_users, K))
+        # Users share taste with their segment (city x age), so attributes carry signal too.
         s["user_age"] = rng.integers(0, 7, self.n_users)
         s["user_gender"] = rng.integers(0, 3, self.n_users)
         s["user_city"] = rng.integers(0, 30, self.n_users)
+        segment_vec = rng.normal(0, 1, (30, 7, K))
+        s["user_vec"] = 0.8 * segment_vec[s["user_city"], s["user_age"]] + 0.6 * rng.normal(0, 1, (self.n_users, K))
+        s["user_drift"] = rng.normal(0, 1, (self.n_users, K))
         s["user_activity"] = np.round(rng.lognormal(1.5, 0.8, self.n_users), 3)
         cat_vec = rng.normal(0, 1, (self.n_categories, K))
         item_cat = rng.integers(0, self.n_categories, self.n_items)
         s["item_category"] = item_cat
-        s["item_vec"] = cat_vec[item_cat] + 0.6 * rng.normal(0, 1, (self.n_items, K))
+        s["item_vec"] = cat_vec[item_cat] + 0.4 * rng.normal(0, 1, (self.n_items, K))
         s["item_brand"] = rng.integers(0, 200, self.n_items)
         s["item_price"] = np.round(rng.lognormal(3.0, 0.7, self.n_items), 2)
         s["item_popularity"] = np.round(rng.beta(2, 5, self.n_items), 4)
@@ -86,7 +88,8 @@ class World:
         s["taste_target"] = m_t
         s["taste_similar"] = m_t + 0.15 * rng.normal(0, 1, K)
         s["taste_conflict"] = -m_t
-        s["taste_generic"] = np.ones(K)
+        # The platform's general taste mostly agrees with the mini-app's (5 of 8 dimensions).
+        s["taste_generic"] = np.where(np.arange(K) < 5, m_t, np.abs(m_t))
         # Who visits each scenario: the target's users are a quarter of the platform.
         target_users = rng.permutation(self.n_users)[: self.n_users // 4]
         is_target_user = np.zeros(self.n_users, bool)
@@ -155,7 +158,7 @@ class World:
         pop = st["item_popularity"][items]
         device = rng.integers(0, 4, n)
         affinity = (u * taste * v).sum(1) / np.sqrt(K)
-        logit = bias + 0.9 * affinity + price_coef * (np.log(price) - 3.0) + 1.5 * pop + 0.1 * (device == 0)
+        logit = bias + 1.6 * affinity + price_coef * (np.log(price) - 3.0) + 1.5 * pop + 0.1 * (device == 0)
         click = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int8)
         conv_logit = -1.0 + 0.6 * affinity - 0.4 * (np.log(price) - 3.0)
         conversion = (click & (rng.random(n) < 1 / (1 + np.exp(-conv_logit)))).astype(np.int8)
@@ -228,3 +231,26 @@ def seed_warehouse(
     log.info("seeded warehouse %s: %d days from %s, %d rows in %.1fs (%.0f rows/s)",
              path, days, start_ds, total, secs, total / max(secs, 1e-9))
     return {"rows": total, "seconds": secs, "rows_per_s": total / max(secs, 1e-9)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """CLI: ``python -m ecat_tasks.synthetic --warehouse PATH --start-ds D --days N --rows R``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Seed the DuckDB warehouse with synthetic entire-space samples.")
+    parser.add_argument("--warehouse", required=True, type=Path)
+    parser.add_argument("--start-ds", required=True)
+    parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=300_000, help="rows per day")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--if-absent", action="store_true", help="do nothing when the warehouse file exists")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.if_absent and args.warehouse.exists():
+        log.info("warehouse %s exists; not seeding", args.warehouse)
+        return
+    seed_warehouse(args.warehouse, args.start_ds, args.days, args.rows, World(seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -124,7 +124,8 @@ def fit_day(
 
     state = load_checkpoint(start_dir) if start_dir else None
     if state is not None:
-        if {k: v for k, v in state["arch"].items() if k != "vocab_sizes"} != {k: v for k, v in arch.items() if k != "vocab_sizes"}:
+        derived = ("vocab_sizes", "n_dense")
+        if {k: v for k, v in state["arch"].items() if k not in derived} != {k: v for k, v in arch.items() if k not in derived}:
             raise CheckpointError(
                 f"checkpoint {start_dir / CHECKPOINT} was trained with {state['arch']}, this run asks for {arch}: "
                 f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"

@@ -26,8 +26,12 @@ class FeatureEmbedding(nn.Module):
         self.out_dim = len(self.names) * embed_dim + n_dense
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        parts = [self.tables[n](sparse[:, j]) for j, n in enumerate(self.names)]
-        return torch.cat([*parts, dense], dim=1)
+        fields = self.fields(sparse)
+        return torch.cat([fields.flatten(1), dense], dim=1)
+
+    def fields(self, sparse: torch.Tensor) -> torch.Tensor:
+        """Field embeddings stacked as [B, F, D]."""
+        return torch.stack([self.tables[n](sparse[:, j]) for j, n in enumerate(self.names)], dim=1)
 
     @torch.no_grad()
     def grow(self, vocab_sizes: dict[str, int], generator: torch.Generator | None = None) -> None:
@@ -50,18 +54,32 @@ def mlp(in_dim: int, hidden: Sequence[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def pairwise_products(fields: torch.Tensor) -> torch.Tensor:
+    """Inner products of every pair of field embeddings (PNN): [B, F, D] -> [B, F*(F-1)/2].
+
+    MLPs learn multiplicative user-item affinity poorly from little data; explicit products
+    hand it to them, which matters most for the thin target domain.
+    """
+    n = fields.shape[1]
+    i, j = torch.triu_indices(n, n, offset=1, device=fields.device)
+    return (fields[:, i] * fields[:, j]).sum(-1)
+
+
 class RankingModel(nn.Module):
-    """Embeddings + MLP tower + logit: the teacher, the student and most baselines."""
+    """Embeddings + pairwise products + MLP tower + logit: teacher, student, most baselines."""
 
     def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int]) -> None:
         super().__init__()
         self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
-        self.tower = mlp(self.embedding.out_dim, hidden)
+        n = len(vocab_sizes)
+        self.tower = mlp(self.embedding.out_dim + n * (n - 1) // 2, hidden)
         self.head = nn.Linear(hidden[-1], 1)
         self.hidden_dim = hidden[-1]
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.tower(self.embedding(sparse, dense))
+        fields = self.embedding.fields(sparse)
+        x = torch.cat([fields.flatten(1), dense, pairwise_products(fields)], dim=1)
+        h = self.tower(x)
         return self.head(h).squeeze(1), h
 
 
@@ -77,8 +95,12 @@ class StarLinear(nn.Module):
         self.spec_b = nn.Parameter(torch.zeros(n_scenarios, out_dim))
 
     def forward(self, x: torch.Tensor, scenario: torch.Tensor) -> torch.Tensor:
-        w = self.shared_w.unsqueeze(0) * self.spec_w[scenario]  # [B, in, out]
-        return torch.bmm(x.unsqueeze(1), w).squeeze(1) + self.shared_b + self.spec_b[scenario]
+        # one matmul per scenario present in the batch (few), not a [B, in, out] weight tensor
+        out = x.new_empty(x.shape[0], self.shared_w.shape[1])
+        for s in torch.unique(scenario).tolist():
+            rows = scenario == s
+            out[rows] = x[rows] @ (self.shared_w * self.spec_w[s]) + self.spec_b[s]
+        return out + self.shared_b
 
 
 class StarModel(nn.Module):
@@ -122,7 +144,13 @@ def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
 
 
 class DomainAdversarialModel(nn.Module):
-    """Shared encoder, a task head (the label) and a domain head behind gradient reversal."""
+    """Shared encoder, a task head (the label) and a domain head behind gradient reversal.
+
+    The domain head reads the representation and the label (z, z * (2y - 1)), so it
+    estimates the joint ratio p_T(x, y) / p_S(x, y): the importance weight that corrects a
+    weighted loss, including where the source's labels disagree with the target's
+    (concept shift), which a covariate-only classifier cannot see.
+    """
 
     def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int],
                  grl_lambda: float = 1.0) -> None:
@@ -130,13 +158,17 @@ class DomainAdversarialModel(nn.Module):
         self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
         self.encoder = mlp(self.embedding.out_dim, hidden)
         self.task_head = nn.Linear(hidden[-1], 1)
-        self.domain_head = nn.Sequential(nn.Linear(hidden[-1], hidden[-1]), nn.ReLU(), nn.Linear(hidden[-1], 1))
+        self.domain_head = nn.Sequential(nn.Linear(2 * hidden[-1], hidden[-1]), nn.ReLU(), nn.Linear(hidden[-1], 1))
         self.grl_lambda = grl_lambda
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(self.embedding(sparse, dense))
-        return self.task_head(z).squeeze(1), self.domain_head(grad_reverse(z, self.grl_lambda)).squeeze(1)
+    def _domain(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        sign = (2.0 * label - 1.0).unsqueeze(1)
+        return self.domain_head(torch.cat([z, z * sign], dim=1)).squeeze(1)
 
-    def domain_logit_raw(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """Domain logit from the raw features (no reversal): used by the density-ratio head."""
-        return self.domain_head(self.encoder(self.embedding(sparse, dense))).squeeze(1)
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.encoder(self.embedding(sparse, dense))
+        return self.task_head(z).squeeze(1), self._domain(grad_reverse(z, self.grl_lambda), label)
+
+    def domain_logit_raw(self, sparse: torch.Tensor, dense: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Domain logit of (x, y) without the reversal: the density-ratio estimate."""
+        return self._domain(self.encoder(self.embedding(sparse, dense)), label)
