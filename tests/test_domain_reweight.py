@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from conftest import DAYS, tiny_config
+from ecat_tasks.domain_reweight import domain_reweight, normalised_weights, reweight
+from ecat_tasks.storage import read_manifest
+
+CFG = tiny_config(reweight_epochs=4, student_hidden=[32, 16], batch_size=256)
+
+
+def _lake(layout, domain):
+    return pd.concat([pq.read_table(layout.lake(domain, d)).to_pandas() for d in DAYS], ignore_index=True)
+
+
+def test_normalised_weights_clip_normalise_and_drop():
+    p = np.array([0.5, 0.5, 0.9, 0.01, 0.2])
+    w, keep = normalised_weights(p, w_max=3.0, threshold=0.1)
+    assert not keep[3] and w[3] == 0.0  # far from the target: dropped
+    assert w[keep].mean() == np.float64(1.0) or abs(w[keep].mean() - 1.0) < 1e-6
+    assert w.max() <= 3.0 and w[2] == w.max()
+
+
+def test_same_distribution_gives_weights_near_one_and_auc_near_half(layout):
+    target = _lake(layout, "target")
+    half = np.arange(len(target)) % 2 == 0
+    rw = reweight(target[half].reset_index(drop=True), target[~half].reset_index(drop=True), CFG)
+    assert abs(rw.discriminator_auc - 0.5) < 0.08
+    assert abs(np.median(rw.weight) - 1.0) < 0.2
+    assert rw.keep.mean() > 0.95
+
+
+def test_a_clearly_different_part_is_down_weighted_and_mostly_dropped(layout):
+    target = _lake(layout, "target")
+    half = np.arange(len(target)) % 2 == 0
+    alike = target[~half]
+    other = _lake(layout, "source")
+    other = other[other["scenario"] == "coupons"].head(len(alike)).copy()
+    other["item_price"] *= 40.0  # a different price regime and the conflicting scenario's items and labels
+    candidates = pd.concat([alike, other], ignore_index=True)
+    rw = reweight(target[half].reset_index(drop=True), candidates, CFG)
+    is_other = np.arange(len(candidates)) >= len(alike)
+    assert rw.discriminator_auc > 0.7  # at most ~0.75: half the candidates are target-like
+    assert np.mean(rw.domain_prob[is_other]) < np.mean(rw.domain_prob[~is_other])
+    assert (~rw.keep[is_other]).mean() > 0.5  # most of the different part is dropped
+    assert rw.keep[~is_other].mean() > 0.8
+
+
+def test_task_writes_weights_partition(layout):
+    from ecat_tasks.graph_select import graph_select
+
+    graph_select(DAYS[1], CFG, layout)
+    m = domain_reweight(DAYS[1], CFG, layout)
+    part = layout.partition("selection/weights", DAYS[1])
+    table = pq.read_table(part).to_pandas()
+    assert list(table.columns) == ["sample_id", "graph_score", "domain_prob", "weight"]
+    assert len(table) == m["kept"] == read_manifest(part)["rows"]
+    assert abs(table["weight"].mean() - 1.0) < 1e-3 and (table["weight"] >= CFG.weight_threshold).all()
+    again = domain_reweight(DAYS[1], CFG, layout)  # deterministic rerun
+    assert again["checksum"] == m["checksum"]
