@@ -494,7 +494,7 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
             "graph_select ds=%s: graph users=%d items=%d categories=%d, edges user-item=%d item-category=%d "
             "(x2 directions) from %d interactions over %d day(s); seeds users=%d items=%d, %d walks; "
             "reached %.1f%% of nodes (users %.1f%%, items %.1f%%); kept %d of %d source rows (%.2f%%, cap %d = %.1f x %d target rows) "
-            "-> %s; build %.1fs, walk %.1fs, total %.1fs",
+            "-> %s; build %.2fs, walk %.2fs, total %.1fs",
             ds, n["user"], n["item"], n["category"], e["interacts"], e["belongs_to"], info["interactions"],
             len(info["window_days"]["source"]), info["seeds"]["user"], info["seeds"]["item"], info["walks"],
             100 * r["all"], 100 * r["user"], 100 * r["item"], kept, source_rows, 100 * ratio, cap,
