@@ -146,9 +146,9 @@ def _coerce(name: str, f: dataclasses.Field, raw: str) -> Any:
         raise ValueError(f"config field {name!r}: cannot read {raw!r} as {type(default).__name__}") from exc
 
 
-def param_schema() -> dict[str, dict[str, Any]]:
+def param_schema(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """JSON schema per field, with the current (env-aware) default, for Airflow Params."""
-    current = EcatConfig.from_mapping()
+    current = EcatConfig.from_mapping(env=env)
     out: dict[str, dict[str, Any]] = {}
     for f in fields(EcatConfig):
         schema = dict(f.metadata["schema"])
@@ -168,3 +168,45 @@ def ecat_home() -> Path:
 def warehouse_path() -> Path:
     """The embedded DuckDB warehouse file (``ECAT_WAREHOUSE``)."""
     return Path(os.environ.get("ECAT_WAREHOUSE", ecat_home() / "warehouse.duckdb")).resolve()
+
+
+def params_markdown() -> str:
+    """The README's parameter table, generated so the docs cannot drift from the code."""
+    rows = ["| param | default | allowed | meaning |", "| --- | --- | --- | --- |"]
+    for name, spec in param_schema(env={}).items():
+        allowed = []
+        if "enum" in spec:
+            allowed.append(" / ".join(map(str, spec["enum"])))
+        if "items" in spec and "enum" in spec["items"]:
+            allowed.append("subset of " + ", ".join(spec["items"]["enum"]))
+        if "minimum" in spec or "maximum" in spec:
+            allowed.append(f"{spec.get('minimum', '')} .. {spec.get('maximum', '')}")
+        if "pattern" in spec:
+            allowed.append(f"`{spec['pattern']}`")
+        if spec["type"] == "array" and "items" in spec and "minimum" in spec["items"]:
+            allowed.append(f"{spec.get('minItems', 1)}-{spec.get('maxItems', '')} ints {spec['items']['minimum']} .. {spec['items']['maximum']}")
+        allowed_text = "; ".join(allowed) or spec["type"]
+        cells = [f"`{name}`", f"`{json.dumps(spec['default'])}`", allowed_text, spec["description"]]
+        rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(rows)
+
+
+README_MARKERS = ("<!-- params:start -->", "<!-- params:end -->")
+
+
+def readme_with_params(text: str) -> str:
+    """The README text with its parameter table (between the markers) regenerated."""
+    start, end = README_MARKERS
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{params_markdown()}\n{end}{tail}"
+
+
+if __name__ == "__main__":  # python -m ecat_tasks.config [--update-readme]: the parameter table
+    import sys
+
+    if "--update-readme" in sys.argv:
+        readme = REPO_ROOT / "README.md"
+        readme.write_text(readme_with_params(readme.read_text()))
+    else:
+        sys.stdout.write(params_markdown() + "\n")

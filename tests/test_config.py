@@ -37,3 +37,10 @@ def test_param_schema_has_type_and_bounds_for_every_field():
     assert schema["lookback_days"]["type"] == "integer" and schema["lookback_days"]["minimum"] == 1
     assert schema["label"]["enum"] == ["click", "conversion"]
     assert all("description" in s and "type" in s for s in schema.values())
+
+
+def test_readme_parameter_table_is_current() -> None:
+    from ecat_tasks.config import REPO_ROOT, readme_with_params
+
+    text = (REPO_ROOT / "README.md").read_text()
+    assert readme_with_params(text) == text, "README's parameter table is stale: run python -m ecat_tasks.config --update-readme"

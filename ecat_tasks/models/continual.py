@@ -28,7 +28,7 @@ from ecat_tasks.models.training import (
     CHECKPOINT, CheckpointError, LossFn, load_checkpoint, predict, save_checkpoint, seed_everything,
     select_device, train_epochs, warm_load, weighted_bce,
 )
-from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,7 @@ def fit_day(
             model=name,
             warm_start_from=(str(start_dir) if start_dir else None),
             warm_start_ds=(start_dir.name[3:] if start_dir and start_dir.name.startswith("ds=") else None),
+            warm_start_checksum=(read_manifest(start_dir).get("checksum") if start_dir else None),
             cold_start=state is None,
             rows=rows,
             phases=[{"name": p.name, "rows": len(p.frame), "epochs": p.epochs} for p in phases],

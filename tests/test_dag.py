@@ -1,0 +1,143 @@
+"""The DAG as Airflow sees it: parse cost, wiring, retries, params, and two real days end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecat_tasks.storage import Layout, read_manifest
+from ecat_tasks.synthetic import seed_warehouse
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+HEAVY = ("torch", "dgl", "great_expectations", "mlflow", "sklearn")
+TASKS = {"extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
+         "train_baselines", "evaluate", "promote"}
+
+
+@pytest.fixture(scope="module")
+def dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert not bag.import_errors, bag.import_errors
+    return bag.get_dag("ecat_daily")
+
+
+def test_parsing_imports_no_heavy_library() -> None:
+    """Forked workers must not inherit a torch runtime, and parsing must stay fast."""
+    code = (
+        "import sys, runpy; runpy.run_path(sys.argv[1]); "
+        f"print('heavy=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(ROOT / "dags" / "ecat_daily.py")],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.strip().splitlines()[-1] == "heavy=", f"heavy modules imported at parse time: {out.stdout}"
+
+
+def test_wiring(dag) -> None:
+    assert set(dag.task_ids) == TASKS
+    up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
+    assert up["extract"] == set()
+    assert up["validate"] == {"extract"}
+    assert up["graph_select"] == {"validate"}
+    assert up["domain_reweight"] == {"graph_select"}
+    assert up["teacher_refresh"] == {"validate"}
+    assert up["student_distill"] == {"domain_reweight", "teacher_refresh"}
+    assert up["train_baselines"] == {"domain_reweight", "teacher_refresh"}
+    assert up["evaluate"] == {"student_distill", "train_baselines"}
+    assert up["promote"] == {"evaluate"}
+    assert dag.max_active_runs == 1
+
+
+def test_operational_settings(dag) -> None:
+    tasks = {t.task_id: t for t in dag.tasks}
+    for t in dag.tasks:
+        assert t.execution_timeout is not None, t.task_id
+        assert t.on_failure_callback, t.task_id
+    assert tasks["extract"].retries == 3 and tasks["extract"].retry_exponential_backoff
+    assert tasks["validate"].retries == 0  # bad data does not get better by retrying
+    for name in ("teacher_refresh", "student_distill", "train_baselines"):
+        assert tasks[name].depends_on_past, name  # each day warm-starts from the day before
+    outlets = {a.name for t in dag.tasks for a in t.outlets}
+    assert {"ecat.lake.target", "ecat.models.student", "ecat.reports.metrics"} <= outlets
+
+
+def test_every_config_field_is_a_param(dag) -> None:
+    from ecat_tasks.config import EcatConfig
+
+    params = dag.params
+    assert set(params.keys()) == set(EcatConfig.__dataclass_fields__)
+    assert params["batch_size"] == EcatConfig().batch_size
+
+
+def _airflow(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def serialized() -> None:
+    out = _airflow("dags", "reserialize")
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "conf, field",
+    [({"batch_size": 3}, "batch_size"), ({"label": "purchase"}, "label"), ({"device": "tpu"}, "device"),
+     ({"baselines": ["xgboost"]}, "baselines")],
+)
+def test_trigger_with_bad_conf_is_refused_naming_the_field(serialized: None, conf: dict, field: str) -> None:
+    out = _airflow("dags", "trigger", "ecat_daily", "--conf", json.dumps(conf))
+    assert out.returncode != 0
+    assert f"Invalid input for param {field}" in out.stderr + out.stdout
+
+
+@pytest.fixture(scope="module")
+def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, list[str]]:
+    """`airflow dags test` for two consecutive days on a tiny warehouse, every task and model."""
+    home = tmp_path_factory.mktemp("dag_home")
+    days = ["2026-04-01", "2026-04-02"]
+    seed_warehouse(home / "warehouse.duckdb", days[0], len(days), 25_000)
+    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_CONN_ECAT_WAREHOUSE"}
+    env.update(ECAT_HOME=str(home), ECAT_WAREHOUSE=str(home / "warehouse.duckdb"))
+    env = json.loads(subprocess.run(
+        ["bash", "-c", f'source "{ROOT}/scripts/env.sh" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
+        env=env, capture_output=True, text=True, check=True).stdout)
+    conf = dict(min_target_rows=50, min_source_rows=100, lookback_days=2, teacher_epochs=1, student_epochs=1,
+                reweight_epochs=1, batch_size=1024, teacher_hidden=[32, 16], student_hidden=[16, 8], walks_per_seed=2,
+                promote_min_lift=-1.0, promote_tolerance=1.0)
+    for ds in days:
+        out = _airflow("dags", "test", "ecat_daily", ds, "--conf", json.dumps(conf), env=env)
+        log = out.stdout + out.stderr
+        assert out.returncode == 0, log[-4000:]
+        assert "failed" not in _run_state(env, ds), log[-4000:]
+    return Layout(home), days
+
+
+def _run_state(env: dict[str, str], ds: str) -> str:
+    out = _airflow("dags", "list-runs", "ecat_daily", "-o", "json", env=env)
+    listing = next(line for line in reversed(out.stdout.splitlines()) if line.startswith("[{"))
+    runs = [r for r in json.loads(listing) if r["logical_date"].startswith(ds)]
+    return runs[-1]["state"] if runs else "missing"
+
+
+def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
+    layout, (d1, d2) = two_days
+    for ds in (d1, d2):
+        report = json.loads((layout.report(ds) / "metrics.json").read_text())
+        assert {"ecat", "teacher", "target_only", "mixed", "finetune", "star",
+                "ecat_no_graph", "ecat_no_weights", "ecat_no_kd", "ecat_fixed_kd"} <= set(report["models"])
+        for metrics in report["models"].values():
+            assert 0.0 <= metrics["holdout"]["auc"] <= 1.0
+        assert (layout.report(ds) / "report.html").exists()
+    for model in ("teacher", "student"):
+        first, second = read_manifest(layout.model(model, d1)), read_manifest(layout.model(model, d2))
+        assert first["cold_start"] and not second["cold_start"]
+        assert second["warm_start_ds"] == d1
+    # day 1's evaluation saw day 2's partition only if it existed then: it did not
+    assert set(json.loads((layout.report(d1) / "metrics.json").read_text())["models"]["ecat"]) == {"holdout"}
