@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run   - create .venv, install, seed the embedded warehouse, run ecat_daily for 3 days
-#   make test  - create .venv, install, run the test suite
+#   make test  - create .venv, install, run the test suite, then the Celery/PostgreSQL/Redis
+#                integration (installs postgresql and redis from Debian packages when missing)
 PYTHON ?= python3.11
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -20,6 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	scripts/run_tests.sh
+	scripts/celery_integration.sh
 
 test-celery: $(STAMP)
 	scripts/celery_integration.sh

@@ -67,6 +67,7 @@ class EcatConfig:
     teacher_epochs: int = _f(1, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
     student_epochs: int = _f(3, "Student epochs per day.", minimum=1, maximum=100)
     batch_size: int = _f(256, "Mini-batch size.", minimum=16, maximum=131_072)
+    student_init_from_teacher: bool = _f(False, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids.")
     # --- distillation -------------------------------------------------------------------
     kd_enabled: bool = _f(True, "Distil the teacher into the student.")
     kd_lambda: float = _f(0.5, "Weight of the distillation term.", minimum=0.0, maximum=100.0)

@@ -30,7 +30,7 @@ from ecat_tasks.inputs import source_day, target_day
 from ecat_tasks.metrics import auc
 from ecat_tasks.models.data import Batchable, Encoders, make_batchable
 from ecat_tasks.models.networks import DomainAdversarialModel
-from ecat_tasks.models.training import seed_everything, select_device
+from ecat_tasks.models.training import make_optimizer, seed_everything, select_device
 from ecat_tasks.splits import holdout_mask
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
 
@@ -77,7 +77,7 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
     enc = Encoders.fit(frame)
     model = DomainAdversarialModel(enc.vocab_sizes(), len(enc.spec.dense_names), cfg.embed_dim,
                                    cfg.student_hidden, cfg.grl_lambda).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.student_lr)
+    opt = make_optimizer(list(model.parameters()), cfg.student_lr)
     # balance the domains: the target is usually the smaller one
     n1, n0 = max(domain[~held].sum(), 1.0), max((1 - domain[~held]).sum(), 1.0)
     dom_w = np.where(domain == 1, n0 / n1, 1.0).astype(np.float32)

@@ -10,7 +10,8 @@ and item lie close to the target in the user-item graph of the lookback window:
    ``sum(edge_weight_impression + edge_weight_click * click + edge_weight_conversion *
    conversion)``; both directions are stored (``interacts`` / ``interacted_by``). Items
    link to their categories both ways (``belongs_to`` / ``contains``).
-2. **Walks.** Seeds are the target's users and items in the window. ``walks_per_seed``
+2. **Walks.** Seeds are the target's users and items in the window (target-train rows only:
+   held-out rows, the evaluation data, neither seed the walks nor weigh edges). ``walks_per_seed``
    walks start from every seed; before each of at most ``walk_length`` steps a walk stops
    with probability ``restart_prob`` (it "restarts" as the next walk from a seed), else it
    moves along an out-edge with probability proportional to the edge weight. Visit counts
@@ -54,6 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.splits import holdout_mask
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; dgl is imported lazily
@@ -401,6 +403,13 @@ def _read(path: Path, columns: list[str]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).combine_chunks()
 
 
+def _read_target_train(path: Path, cfg: EcatConfig) -> pa.Table:
+    """A target partition without its held-out rows: evaluation data never shapes the graph."""
+    table = _read(path, SOURCE_COLUMNS)
+    held = holdout_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
+    return table.filter(pa.array(~held)).select(GRAPH_COLUMNS)
+
+
 def _window(layout: Layout, domain: str, ds: str, lookback_days: int) -> list[str]:
     days = [shift_ds(ds, -k) for k in range(lookback_days)]
     return sorted(d for d in days if d == ds or (layout.lake(domain, d) / MANIFEST).is_file())
@@ -426,7 +435,9 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
         src_days = _window(layout, "source", ds, cfg.lookback_days)
         tgt_days = _window(layout, "target", ds, cfg.lookback_days)
         parts = [source.select(GRAPH_COLUMNS)] + [_read(layout.lake("source", d), GRAPH_COLUMNS) for d in src_days if d != ds]
-        targets = [target_day] + [_read(layout.lake("target", d), GRAPH_COLUMNS) for d in tgt_days if d != ds]
+        # seeds and edges come from target-train rows only (the held-out users' rows are evaluation data)
+        targets = [_read_target_train(tgt_path, cfg)] + [_read_target_train(layout.lake("target", d), cfg)
+                                                         for d in tgt_days if d != ds]
         target_all = pa.concat_tables(targets).combine_chunks()
         interactions = pa.concat_tables(parts + [target_all]).combine_chunks()
         del parts

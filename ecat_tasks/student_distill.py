@@ -42,7 +42,11 @@ def train_student(
     teacher: LoadedModel | None,
     task: str,
 ) -> dict[str, Any]:
-    """Fit one student variant: BCE on weighted rows plus (optionally) adaptive KD."""
+    """Fit one student variant: BCE on weighted rows plus (optionally) adaptive KD.
+
+    ``teacher`` serves the distillation (``kd_enabled``) and, with
+    ``student_init_from_teacher``, the embedding initialisation; either may be off.
+    """
     frame = pd.concat([target_train, candidates], ignore_index=True)
     weight = np.concatenate([np.ones(len(target_train), np.float32), cand_weight.astype(np.float32)])
     use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
@@ -75,9 +79,11 @@ def train_student(
         phases=[Phase(frame, cfg.student_epochs, weight, name="target+source")],
         arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=holdout,
         extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
+        embedding_init=teacher if cfg.student_init_from_teacher else None,
         manifest_extra={
             "target_rows": int(len(target_train)), "source_rows": int(len(candidates)),
             "source_weight_sum": float(cand_weight.sum()),
+            "init_from_teacher": bool(cfg.student_init_from_teacher and teacher is not None),
             "kd": {"enabled": use_kd, "lambda": cfg.kd_lambda, "temperature": cfg.kd_temperature,
                    "adaptive": cfg.kd_adaptive, "hidden": cfg.kd_hidden, "logit": cfg.kd_logit},
         },
@@ -88,7 +94,8 @@ def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     layout = layout or Layout()
     target_train, holdout = target_day(ds, cfg, layout)
     candidates, weight = weighted_candidates(ds, layout)
-    teacher = load_model(layout.require(layout.model("teacher", ds))) if cfg.kd_enabled else None
+    needs_teacher = cfg.kd_enabled or cfg.student_init_from_teacher
+    teacher = load_model(layout.require(layout.model("teacher", ds))) if needs_teacher else None
     m = train_student("student", ds, cfg, layout, target_train, holdout, candidates, weight, teacher, "student_distill")
     log.info(
         "student_distill ds=%s: %s from %s, %d target + %d weighted source rows (weight sum %.0f), KD %s "

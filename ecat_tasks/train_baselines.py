@@ -74,8 +74,8 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         if "fixed_kd" in cfg.ablations:
             variants["fixed_kd"] = (candidates, weight, cfg.replace(kd_adaptive=False))
         for name, (cands, w, vcfg) in variants.items():
-            results[name] = train_student(name, ds, vcfg, layout, target_train, holdout, cands, np.asarray(w), 
-                                          teacher if vcfg.kd_enabled else None, "train_baselines")
+            results[name] = train_student(name, ds, vcfg, layout, target_train, holdout, cands, np.asarray(w),
+                                          teacher, "train_baselines")
 
     secs = time.perf_counter() - t0
     summary = ", ".join(

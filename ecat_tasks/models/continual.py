@@ -25,7 +25,7 @@ from ecat_tasks.metrics import auc
 from ecat_tasks.models.data import Batchable, Encoders, Vocabulary, make_batchable
 from ecat_tasks.models.networks import RankingModel, StarModel
 from ecat_tasks.models.training import (
-    CHECKPOINT, CheckpointError, LossFn, load_checkpoint, predict, save_checkpoint, seed_everything,
+    CHECKPOINT, CheckpointError, LossFn, load_checkpoint, make_optimizer, predict, save_checkpoint, seed_everything,
     select_device, train_epochs, warm_load, weighted_bce,
 )
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, read_manifest, write_manifest
@@ -110,8 +110,17 @@ def fit_day(
     loss_factory: LossFactory | None = None,
     task: str = "train",
     manifest_extra: dict[str, Any] | None = None,
+    embedding_init: LoadedModel | None = None,
 ) -> dict[str, Any]:
-    """Train model ``name`` for ``ds`` (warm start when an earlier checkpoint exists)."""
+    """Train model ``name`` for ``ds`` (warm start when an earlier checkpoint exists).
+
+    ``embedding_init`` (the student's teacher): the model's vocabularies also take every id
+    that model knows, and each embedding row this run creates (all of them on a cold start,
+    the rows of new ids on a warm start) starts from that model's row of the same id. Ids the
+    model trains on rarely or never (held-out users, users seen only in the entire space)
+    then carry what the entire space taught, not a random vector or the shared unseen-id row.
+    On a cold start the dense normalisation is that model's too.
+    """
     t0 = time.perf_counter()
     generator = seed_everything(cfg.seed, cfg.torch_threads)
     device = select_device(cfg)
@@ -132,9 +141,18 @@ def fit_day(
             )
         enc = Encoders.from_state(state["encoders"])
         scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
+    elif embedding_init is not None:
+        src = embedding_init.encoders
+        enc = Encoders({n: Vocabulary(v.ids.copy()) for n, v in src.vocabs.items()}, src.dense_mean.copy(),
+                       src.dense_std.copy(), src.spec)
+        scen = Vocabulary() if arch["kind"] == "star" else None
     else:
         enc = Encoders.fit(all_rows)
         scen = Vocabulary() if arch["kind"] == "star" else None
+    old_sizes = enc.vocab_sizes() if state is not None else {n: 0 for n in enc.vocabs}
+    if embedding_init is not None:
+        for n, vocab in enc.vocabs.items():
+            vocab.grow(embedding_init.encoders.vocabs[n].ids)
     new_ids = enc.grow(all_rows)
     if scen is not None:
         scen.grow(scenario_codes(all_rows["scenario"]))
@@ -144,11 +162,13 @@ def fit_day(
     for module in extras.values():
         module.to(device)
     params = list(model.parameters()) + [p for m in extras.values() for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
+    optimizer = make_optimizer(params, lr)
     if state is not None:
         warm_load(model, optimizer, state, start_dir, extras)
         for group in optimizer.param_groups:
             group["lr"] = lr  # the run's learning rate wins over the checkpoint's
+    if embedding_init is not None:
+        copy_embeddings(model, enc, embedding_init, old_sizes)
     loaded = LoadedModel(model, enc, scen, arch)
     loss_fn = loss_factory(model, extras) if loss_factory else (
         lambda m, b: weighted_bce(m(b.sparse, b.dense, **b.extra)[0], b.label, b.weight))
@@ -191,6 +211,33 @@ def fit_day(
         )
     manifest["path"] = str(out_dir)
     return manifest
+
+
+@torch.no_grad()
+def copy_embeddings(model: nn.Module, enc: Encoders, source: LoadedModel, old_sizes: dict[str, int]) -> int:
+    """Set rows ``old_sizes[name]:`` of ``model``'s tables from ``source``'s rows of the same ids.
+
+    Row 0 (unseen ids) is copied too on a cold start (``old_sizes`` 0). Rows whose id
+    ``source`` does not know keep their initialisation. Returns the number of rows copied.
+    """
+    src_tables = source.model.embedding.tables
+    copied = 0
+    for name, table in model.embedding.tables.items():
+        start = old_sizes.get(name, 0)
+        src = src_tables[name].weight
+        if src.shape[1] != table.weight.shape[1]:
+            raise ValueError(f"embedding_init: {name} has dimension {src.shape[1]}, the model {table.weight.shape[1]}")
+        vocab = enc.vocabs[name]
+        rows = np.arange(max(start, 1), len(vocab))
+        src_rows = source.encoders.vocabs[name].lookup(vocab.ids[rows - 1])
+        hit = src_rows > 0
+        idx = torch.from_numpy(rows[hit])
+        table.weight[idx] = src[torch.from_numpy(src_rows[hit])].to(table.weight.device)
+        copied += int(hit.sum())
+        if start == 0:
+            table.weight[0] = src[0].to(table.weight.device)
+            copied += 1
+    return copied
 
 
 class _EncWithExtra:
