@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -52,7 +51,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ecat_tasks.storage import parse_ds
+from ecat_tasks.storage import file_sha256, parse_ds
 from ecat_tasks.synthetic import SAMPLES_DDL
 
 log = logging.getLogger(__name__)
@@ -83,14 +82,6 @@ class MovieLensUnavailable(RuntimeError):
 # ----------------------------------------------------------------------------------------
 # Source files
 # ----------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def ensure_wheel(cache_dir: Path | str = DEFAULT_CACHE_DIR) -> Path:
     """The cached recbole wheel, downloaded with ``pip download --no-deps`` when missing."""
     cache_dir = Path(cache_dir)
@@ -112,7 +103,7 @@ def ensure_wheel(cache_dir: Path | str = DEFAULT_CACHE_DIR) -> Path:
                 raise MovieLensUnavailable(
                     f"pip download {WHEEL_REQUIREMENT} failed (rc={proc.returncode}): {' | '.join(tail)}")
             os.replace(got, wheel)
-    digest = _sha256(wheel)
+    digest = file_sha256(wheel)
     if digest != WHEEL_SHA256:
         raise RuntimeError(f"{wheel}: sha256 {digest} is not the expected {WHEEL_SHA256}; delete it and retry")
     return wheel
