@@ -18,6 +18,13 @@ from ecat_tasks.config import EcatConfig
 
 log = logging.getLogger(__name__)
 
+# Torch's OpenMP threads spin while they wait for work. When two training tasks share a
+# worker's cores (teacher_refresh next to domain_reweight, student_distill next to
+# train_baselines), the spinning threads starve each other: measured on 2 cores, three
+# concurrent teacher_refresh processes took 21 s each with spinning and 3.8 s with passive
+# waits (same checkpoints). Set before any step imports torch; the worker's env wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 WAREHOUSE_CONN_ID = os.environ.get("ECAT_WAREHOUSE_CONN_ID", "ecat_warehouse")
 
 # step name -> "module:function"; every step takes (ds, cfg, layout) and returns a manifest.
@@ -41,6 +48,9 @@ HINTS = {
     "CheckpointError": "a checkpoint is unreadable or does not match the model: restore it or re-run the chain from the day that wrote it",
     "ValueError": "a parameter or input value is invalid: the message names it",
     "AirflowTaskTimeout": "the task ran past execution_timeout: check data volume and the task's log timings",
+    "AirflowInactiveAssetInInletOrOutletException": (
+        "asset URIs follow ECAT_HOME and this Airflow metadata DB already knows the same asset names under "
+        "another ECAT_HOME: use one ECAT_HOME per Airflow deployment (or a fresh AIRFLOW_HOME), then reserialize"),
 }
 
 

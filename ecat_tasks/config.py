@@ -19,7 +19,7 @@ from typing import Any, Mapping
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BASELINES = ("target_only", "mixed", "finetune", "star")
-ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd")
+ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd", "no_teacher_init")
 
 
 def _f(default: Any, doc: str, **schema: Any) -> Any:
@@ -45,7 +45,7 @@ class EcatConfig:
     label_rate_max: float = _f(0.6, "Highest plausible positive rate of the label.", minimum=0.0, maximum=1.0)
     # --- graph selection ----------------------------------------------------------------
     graph_enabled: bool = _f(True, "Coarse graph selection on; off keeps a random sample of the same cap.")
-    max_source_ratio: float = _f(3.0, "Keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
+    max_source_ratio: float = _f(20.0, "Keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
     walk_length: int = _f(6, "Steps per random walk (user-item hops).", minimum=1, maximum=64)
     walks_per_seed: int = _f(8, "Random walks started from each seed node.", minimum=1, maximum=256)
     restart_prob: float = _f(0.3, "Probability a walk restarts at its seed at each step.", minimum=0.0, maximum=0.95)
@@ -58,16 +58,17 @@ class EcatConfig:
     grl_lambda: float = _f(0.1, "Gradient reversal scale.", minimum=0.0, maximum=10.0)
     weight_max: float = _f(5.0, "Upper clip of an importance weight.", minimum=1.0, maximum=100.0)
     weight_threshold: float = _f(0.2, "Candidates whose weight falls below this are dropped.", minimum=0.0, maximum=10.0)
+    reweight_per_label: bool = _f(True, "Normalise and threshold the weights within each label class (keeps the candidates' label mix).")
     # --- models -------------------------------------------------------------------------
     embed_dim: int = _f(8, "Embedding size of every categorical feature.", minimum=2, maximum=256)
     teacher_hidden: list = _f([128, 64], "Teacher MLP layer sizes.", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
     student_hidden: list = _f([64, 32], "Student MLP layer sizes (also every baseline).", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
-    teacher_lr: float = _f(0.005, "Teacher learning rate (Adam).", minimum=1e-6, maximum=1.0)
+    teacher_lr: float = _f(0.01, "Teacher learning rate (Adam).", minimum=1e-6, maximum=1.0)
     student_lr: float = _f(0.01, "Student and baselines learning rate (Adam).", minimum=1e-6, maximum=1.0)
-    teacher_epochs: int = _f(1, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
-    student_epochs: int = _f(3, "Student epochs per day.", minimum=1, maximum=100)
+    teacher_epochs: int = _f(3, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
+    student_epochs: int = _f(2, "Student epochs per day.", minimum=1, maximum=100)
     batch_size: int = _f(256, "Mini-batch size.", minimum=16, maximum=131_072)
-    student_init_from_teacher: bool = _f(False, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids.")
+    student_init_from_teacher: bool = _f(True, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids.")
     # --- distillation -------------------------------------------------------------------
     kd_enabled: bool = _f(True, "Distil the teacher into the student.")
     kd_lambda: float = _f(0.5, "Weight of the distillation term.", minimum=0.0, maximum=100.0)

@@ -46,25 +46,58 @@ class Reweighting:
     losses: list[float]
 
 
-def normalised_weights(p: np.ndarray, w_max: float, threshold: float, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """w = clip(c * p/(1-p), 0, w_max) with c such that kept weights average 1; drop w < threshold."""
-    ratio = p / np.clip(1.0 - p, 1e-6, None)
-    keep = np.ones(len(p), bool)
-    c = 1.0 / max(ratio.mean(), 1e-12)
+def _solve_scale(ratio: np.ndarray, low: float, high: float, iters: int = 100) -> float:
+    """c > 0 with mean(clip(c * ratio, low, high)) = 1 (bisection in log c; the mean rises with c)."""
+    pos = ratio[ratio > 0]
+    if not len(pos):
+        return 1.0
+    lo, hi = math.log(1e-12 / pos.max()), math.log(high / pos.min()) + 1.0
     for _ in range(iters):
-        w = np.clip(c * ratio, 0.0, w_max)
-        new_keep = w >= threshold
-        if not new_keep.any():
-            break
-        mean = w[new_keep].mean()
-        if abs(mean - 1.0) < 1e-6 and (new_keep == keep).all():
-            keep = new_keep
-            break
-        keep = new_keep
-        c /= mean
-    w = np.clip(c * ratio, 0.0, w_max)
-    keep = w >= threshold
-    return np.where(keep, w, 0.0), keep
+        mid = 0.5 * (lo + hi)
+        if np.clip(math.exp(mid) * ratio, low, high).mean() < 1.0:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+def normalised_weights(p: np.ndarray, w_max: float, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """w = clip(c * p/(1-p), 0, w_max), kept weights averaging 1; candidates with w < threshold dropped.
+
+    The drop is decided once, on the weights normalised over *all* candidates (mean 1 after
+    clipping); the kept ones are then rescaled, within [threshold, w_max], to average 1.
+    Re-normalising after each drop and dropping again (the earlier loop) cascades when the
+    ratios are heavy-tailed: a few clipped weights inflate the kept mean, the scale shrinks,
+    more candidates fall under the threshold, and the selection collapses to a handful.
+    """
+    ratio = p / np.clip(1.0 - p, 1e-6, None)
+    if len(ratio) == 0:
+        return np.zeros(0), np.zeros(0, bool)
+    c = _solve_scale(ratio, 0.0, w_max)
+    keep = c * ratio >= threshold
+    if not keep.any():
+        return np.zeros(len(p)), keep
+    low = min(threshold, 1.0)
+    c_kept = _solve_scale(ratio[keep], low, max(w_max, 1.0))
+    w = np.zeros(len(p))
+    w[keep] = np.clip(c_kept * ratio[keep], low, w_max)
+    return w, keep
+
+
+def normalised_weights_by_label(p: np.ndarray, label: np.ndarray, w_max: float,
+                                threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`normalised_weights` within each label class (kept weights average 1 per class).
+
+    The joint head's p/(1-p) can lean on the label alone; normalised over all candidates, it
+    then keeps one class and drops the other (measured: a day whose kept source was all
+    negatives), and the student learns a wrong base rate. Per class, the weights still rank
+    candidates by target-likeness but the kept rows keep the candidates' label mix.
+    """
+    weight, keep = np.zeros(len(p)), np.zeros(len(p), bool)
+    for value in np.unique(label):
+        rows = label == value
+        weight[rows], keep[rows] = normalised_weights(p[rows], w_max, threshold)
+    return weight, keep
 
 
 def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) -> Reweighting:
@@ -108,7 +141,11 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
                           for b in all_data.batches(65_536, None, shuffle=False)]).numpy().astype(np.float64)
     disc_auc = auc(domain[held], prob[held]) if held.any() else float("nan")
     cand_p = prob[len(target):]
-    weight, keep = normalised_weights(cand_p, cfg.weight_max, cfg.weight_threshold)
+    if cfg.reweight_per_label:
+        weight, keep = normalised_weights_by_label(cand_p, candidates[cfg.label].to_numpy(), cfg.weight_max,
+                                                   cfg.weight_threshold)
+    else:
+        weight, keep = normalised_weights(cand_p, cfg.weight_max, cfg.weight_threshold)
     return Reweighting(cand_p, weight, keep, disc_auc, losses)
 
 

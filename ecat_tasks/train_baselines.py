@@ -7,7 +7,8 @@ Baselines (student-sized unless noted), each a continual chain of its own:
 - star: a STAR-style multi-scenario model on the whole entire space with the scenario as
   input (shared plus scenario-specific weights); the platform's default choice.
 Ablations of ECAT (same student, one component off): no_graph (random candidates of the
-same cap, reweighted), no_weights (graph candidates, weight 1), no_kd, fixed_kd.
+same cap, reweighted), no_weights (graph candidates, weight 1), no_kd, fixed_kd,
+no_teacher_init (student embeddings not initialised from the teacher's).
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
             variants["no_kd"] = (candidates, weight, cfg.replace(kd_enabled=False))
         if "fixed_kd" in cfg.ablations:
             variants["fixed_kd"] = (candidates, weight, cfg.replace(kd_adaptive=False))
+        if "no_teacher_init" in cfg.ablations:
+            variants["no_teacher_init"] = (candidates, weight, cfg.replace(student_init_from_teacher=False))
         for name, (cands, w, vcfg) in variants.items():
             results[name] = train_student(name, ds, vcfg, layout, target_train, holdout, cands, np.asarray(w),
                                           teacher, "train_baselines")

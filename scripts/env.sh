@@ -16,5 +16,7 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export MLFLOW_DISABLE_TELEMETRY=true
 export GX_ANALYTICS_ENABLED=false
 export DGLBACKEND=pytorch
+# Idle OpenMP threads sleep instead of spinning: two training tasks on one worker otherwise starve each other.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export NO_PROXY='*'
 mkdir -p "$ECAT_HOME" "$AIRFLOW_HOME"

@@ -103,18 +103,23 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, list[str
     home = tmp_path_factory.mktemp("dag_home")
     days = ["2026-04-01", "2026-04-02"]
     seed_warehouse(home / "warehouse.duckdb", days[0], len(days), 25_000)
-    env = {k: v for k, v in os.environ.items() if k != "AIRFLOW_CONN_ECAT_WAREHOUSE"}
-    env.update(ECAT_HOME=str(home), ECAT_WAREHOUSE=str(home / "warehouse.duckdb"))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("AIRFLOW_CONN_ECAT_WAREHOUSE", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")}
+    # Its own Airflow metadata DB: asset URIs follow ECAT_HOME, and one DB holds one ECAT_HOME.
+    env.update(ECAT_HOME=str(home), ECAT_WAREHOUSE=str(home / "warehouse.duckdb"), AIRFLOW_HOME=str(home / "airflow"))
     env = json.loads(subprocess.run(
         ["bash", "-c", f'source "{ROOT}/scripts/env.sh" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
         env=env, capture_output=True, text=True, check=True).stdout)
     conf = dict(min_target_rows=50, min_source_rows=100, lookback_days=2, teacher_epochs=1, student_epochs=1,
                 reweight_epochs=1, batch_size=1024, teacher_hidden=[32, 16], student_hidden=[16, 8], walks_per_seed=2,
                 promote_min_lift=-1.0, promote_tolerance=1.0)
+    migrated = _airflow("db", "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     for ds in days:
         out = _airflow("dags", "test", "ecat_daily", ds, "--conf", json.dumps(conf), env=env)
         log = out.stdout + out.stderr
-        assert out.returncode == 0, log[-4000:]
+        (home / f"dags_test_{ds}.log").write_text(log)  # the whole log, for when the tail is not enough
+        assert out.returncode == 0, f"full log: {home / f'dags_test_{ds}.log'}\n" + log[-4000:]
         assert "failed" not in _run_state(env, ds), log[-4000:]
     return Layout(home), days
 
@@ -131,7 +136,7 @@ def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
     for ds in (d1, d2):
         report = json.loads((layout.report(ds) / "metrics.json").read_text())
         assert {"ecat", "teacher", "target_only", "mixed", "finetune", "star",
-                "ecat_no_graph", "ecat_no_weights", "ecat_no_kd", "ecat_fixed_kd"} <= set(report["models"])
+                "ecat_no_graph", "ecat_no_weights", "ecat_no_kd", "ecat_fixed_kd", "ecat_no_teacher_init"} <= set(report["models"])
         for metrics in report["models"].values():
             assert 0.0 <= metrics["holdout"]["auc"] <= 1.0
         assert (layout.report(ds) / "report.html").exists()

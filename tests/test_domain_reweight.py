@@ -3,7 +3,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from conftest import DAYS, tiny_config
-from ecat_tasks.domain_reweight import domain_reweight, normalised_weights, reweight
+from ecat_tasks.domain_reweight import domain_reweight, normalised_weights, normalised_weights_by_label, reweight
 from ecat_tasks.storage import read_manifest
 
 CFG = tiny_config(reweight_epochs=4, student_hidden=[32, 16], batch_size=256)
@@ -19,6 +19,27 @@ def test_normalised_weights_clip_normalise_and_drop():
     assert not keep[3] and w[3] == 0.0  # far from the target: dropped
     assert w[keep].mean() == np.float64(1.0) or abs(w[keep].mean() - 1.0) < 1e-6
     assert w.max() <= 3.0 and w[2] == w.max()
+
+
+def test_heavy_tail_does_not_collapse_the_selection():
+    """A few near-certain candidates must not push everyone else under the threshold."""
+    p = np.concatenate([np.full(5, 0.999), np.linspace(0.2, 0.5, 995)])
+    w, keep = normalised_weights(p, w_max=5.0, threshold=0.2)
+    assert keep.mean() > 0.9
+    assert abs(w[keep].mean() - 1.0) < 1e-6 and w.max() <= 5.0
+
+
+def test_per_label_weights_keep_both_classes_when_the_head_leans_on_the_label():
+    """Positives scored as far more target-like must not wipe out the negatives."""
+    rng = np.random.default_rng(0)
+    label = (rng.random(2000) < 0.3).astype(int)
+    p = np.where(label == 1, 0.9, 0.05) + rng.uniform(-0.02, 0.02, 2000)
+    _, joint_keep = normalised_weights(p, w_max=5.0, threshold=0.2)
+    w, keep = normalised_weights_by_label(p, label, w_max=5.0, threshold=0.2)
+    assert label[joint_keep].mean() > 0.95  # the joint normalisation keeps (almost) only positives
+    assert abs(label[keep].mean() - label.mean()) < 0.05  # per label, the label mix survives
+    for value in (0, 1):
+        assert abs(w[keep & (label == value)].mean() - 1.0) < 1e-6
 
 
 def test_same_distribution_gives_weights_near_one_and_auc_near_half(layout):

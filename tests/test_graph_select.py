@@ -197,14 +197,14 @@ def _share_by_kind(layout: Layout, path: Path) -> dict[str, float]:
 
 
 def test_selects_similar_scenario_over_conflicting(lake: Layout, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = EcatConfig()
+    cfg = EcatConfig(max_source_ratio=3.0)  # a cap that forces a choice (the default keeps most of the source)
     with caplog.at_level(logging.INFO, logger="ecat_tasks.graph_select"):
         m = graph_select(DS, cfg, lake)
     path = Path(m["path"])
     manifest = json.loads((path / MANIFEST).read_text())
     kept = pq.read_table(path / OUTPUT_FILE).to_pandas()
     target_rows = pq.read_metadata(lake.lake("target", DS) / "part-00000.parquet").num_rows
-    assert m["kept"] == len(kept) == manifest["rows"] <= manifest["cap"] == int(3.0 * target_rows)
+    assert m["kept"] == len(kept) == manifest["rows"] <= manifest["cap"] == int(cfg.max_source_ratio * target_rows)
     assert list(kept.columns) == ["sample_id", "graph_score"]
     assert (kept["graph_score"] > 0).all() and kept["sample_id"].is_unique
     assert manifest["task"] == "graph_select" and manifest["window_days"]["source"] == ["2026-03-01", "2026-03-02", DS]
@@ -237,3 +237,16 @@ def test_extreme_ratio_warns(lake: Layout, caplog: pytest.LogCaptureFixture) -> 
         m = graph_select(DS, EcatConfig(max_source_ratio=0.01), lake)
     assert m["selection_ratio"] < 0.001
     assert any(r.levelno == logging.WARNING and "selection ratio" in r.getMessage() for r in caplog.records)
+
+
+def test_held_out_target_rows_never_seed_the_walks(lake: Layout) -> None:
+    """Evaluation rows (the target holdout) neither seed the walks nor weigh the graph's edges."""
+    from ecat_tasks.splits import split_target
+
+    cfg = EcatConfig()
+    m = graph_select(DS, cfg, lake)
+    manifest = json.loads((Path(m["path"]) / MANIFEST).read_text())
+    days = manifest["window_days"]["target"]
+    target = pd.concat([pq.read_table(lake.lake("target", d)).to_pandas() for d in days], ignore_index=True)
+    train, held = split_target(target, cfg)
+    assert len(held) and manifest["seeds"]["user"] == train["user_id"].nunique()

@@ -4,8 +4,9 @@
 metadata DB, task logs, service logs) and ``ECAT_HOME`` (DuckDB warehouse, lake, models).
 It starts the same services ``airflow standalone`` starts, minus the triggerer (the DAG has
 no deferrable task): ``api-server`` (Airflow 3 task processes report state through its
-execution API), ``scheduler`` (LocalExecutor, parallelism 1: SQLite takes one writer at a
-time) and ``dag-processor``. Each service runs in its own process group and is killed, with
+execution API; it alone writes their state, so SQLite's single writer copes with a few
+tasks at once), ``scheduler`` (LocalExecutor, ``parallelism`` task slots) and
+``dag-processor``. Each service runs in its own process group and is killed, with
 every descendant, on :meth:`stop`, whatever state the test left it in.
 
 Progress is polled read-only from the SQLite metadata DB (cheap on a small machine), every
@@ -130,30 +131,28 @@ class AirflowStack:
             raise AssertionError(_failed(args, proc))
         return proc
 
-    def create_backfill(self, dag_id: str, *args: str, attempts: int = 3, pause: bool = True) -> subprocess.CompletedProcess:
+    def create_backfill(self, dag_id: str, *args: str, attempts: int = 3, freeze: bool = True) -> subprocess.CompletedProcess:
         """``airflow backfill create --dag-id dag_id *args``, robust to SQLite's lock errors.
 
-        With the scheduler writing concurrently, SQLite (WAL) can refuse the CLI's write
-        immediately ("database is locked": the busy timeout does not apply when the CLI's
-        read snapshot went stale). It happens when a backfill re-processes existing runs: the
-        scheduler starts the first re-queued run while the CLI still clears the next one.
-        The CLI then tries to remove its partial backfill, but that clean-up can fail too,
-        leaving a backfill that re-queued only some of the runs.
+        SQLite (WAL) can refuse the CLI's write at once ("database is locked"; the busy
+        timeout does not apply): creating the runs, the CLI reads inside a transaction and
+        then writes, and the write fails when another process committed in between. The
+        scheduler commits every few seconds (its heartbeat, and the runs it starts: with a
+        re-processing backfill it starts the first re-queued run while the CLI still clears
+        the next one). Airflow's clean-up of the partial backfill only recognises
+        PostgreSQL's and MySQL's lock errors, so on SQLite the partial backfill stays, and
+        blocks a new one (AlreadyRunningBackfill) until the scheduler marks it complete: 30 s
+        after its runs finish, 2 minutes after creation when it got none.
 
-        So (``pause``) the DAG is paused while the backfill is created, which keeps the
-        scheduler off its runs, and unpaused after; should the CLI still fail on the lock,
-        do what an operator would: let the partial backfill finish, then create it again.
+        So (``freeze``) the CLI runs while the scheduler and dag-processor are stopped
+        (:meth:`writers_frozen`): nothing else writes. Should it still fail on the lock, do
+        what an operator would: let the partial backfill finish, then create it again.
         PostgreSQL deployments need neither.
         """
         cmd = ["backfill", "create", "--dag-id", dag_id, *args]
         for attempt in range(attempts):
-            if pause:
-                self.cli("dags", "pause", dag_id)
-            try:
+            with self.writers_frozen() if freeze else contextlib.nullcontext():
                 proc = self._run([AIRFLOW, *cmd], 180, check=False)
-            finally:
-                if pause:
-                    self.cli("dags", "unpause", dag_id)
             if proc.returncode == 0:
                 return proc
             if attempt == attempts - 1 or not (_locked(proc) or "AlreadyRunningBackfill" in proc.stderr):
@@ -163,11 +162,82 @@ class AirflowStack:
             self.wait_for_backfills_complete(dag_id, timeout=300)
         raise AssertionError(_failed(cmd, proc))
 
+    @contextlib.contextmanager
+    def writers_frozen(self, timeout: float = 60.0) -> Iterator[None]:
+        """The scheduler and dag-processor (with their workers) stopped by SIGSTOP for the block.
+
+        They are stopped at a moment when neither holds SQLite's write lock (checked with
+        ``BEGIN IMMEDIATE``; otherwise resumed and tried again), so a CLI command in the
+        block never waits on a frozen writer. Only for moments without running tasks (a
+        running task's heartbeats go through the api-server, which stays up). Resumed
+        (SIGCONT) on exit, whatever happened.
+        """
+        names = ("scheduler", "dag-processor")
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                self._signal_groups(names, signal.SIGSTOP)
+                self._wait_stopped(names)
+                if self._write_lock_free():
+                    break
+                self._signal_groups(names, signal.SIGCONT)
+                if time.monotonic() > deadline:
+                    raise StackTimeout(f"SQLite's write lock stayed taken for {timeout:.0f}s\n{self.diagnostics()}")
+                time.sleep(0.3)
+            yield
+        finally:
+            self._signal_groups(names, signal.SIGCONT)
+
+    def _signal_groups(self, names: Sequence[str], sig: int) -> None:
+        for name in names:
+            proc = self.procs.get(name)
+            if proc is not None and proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+
+    def _wait_stopped(self, names: Sequence[str], timeout: float = 5.0) -> None:
+        """Until every process of the named services' groups is stopped (SIGSTOP is asynchronous)."""
+        import psutil
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = []
+            for name in names:
+                proc = self.procs.get(name)
+                if proc is None or proc.poll() is not None:
+                    continue
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    parent = psutil.Process(proc.pid)
+                    for p in (parent, *parent.children(recursive=True)):
+                        with contextlib.suppress(psutil.NoSuchProcess):
+                            if p.status() not in (psutil.STATUS_STOPPED, psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                                running.append(p.pid)
+            if not running:
+                return
+            time.sleep(0.05)
+        raise StackTimeout(f"processes {running} of {list(names)} did not stop within {timeout:.0f}s")
+
+    def _write_lock_free(self) -> bool:
+        """Whether SQLite's write lock can be taken right now (taken and released at once)."""
+        con = sqlite3.connect(str(self.db_path), timeout=0, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return False
+            raise
+        finally:
+            con.close()
+
     def _run(self, cmd: Sequence[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess:
+        started, t0 = dt.datetime.now(dt.timezone.utc), time.monotonic()
         proc = subprocess.run(cmd, env=self.env, cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=timeout, start_new_session=True)
-        with open(self.logs / "commands.log", "a") as fh:  # every command and its outcome
-            fh.write(f"$ {' '.join(map(str, cmd))}\nrc={proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}\n")
+        with open(self.logs / "commands.log", "a") as fh:  # every command, when, how long, its outcome
+            fh.write(f"$ {' '.join(map(str, cmd))}\n[{started:%H:%M:%S} UTC, {time.monotonic() - t0:.1f}s] "
+                     f"rc={proc.returncode}\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}\n")
         if check and proc.returncode != 0:
             raise AssertionError(_failed(cmd, proc))
         return proc
@@ -207,6 +277,7 @@ class AirflowStack:
                 pass
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGCONT)  # a frozen service (writers_frozen) must see SIGTERM
                 os.killpg(proc.pid, signal.SIGTERM)
         _, alive = psutil.wait_procs(victims, timeout=grace)
         for proc in self.procs.values():
@@ -285,7 +356,7 @@ class AirflowStack:
         return self.query(sql + " ORDER BY dr.logical_date, ti.start_date", params)
 
     # --- waiting -----------------------------------------------------------------------
-    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float, poll: float = 3.0) -> Any:
+    def wait_for(self, what: str, predicate: Callable[[], Any], timeout: float, poll: float = 1.0) -> Any:
         """Poll ``predicate`` until truthy; StackTimeout with diagnostics after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:

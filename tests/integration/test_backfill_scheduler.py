@@ -10,9 +10,17 @@ see :mod:`airflow_harness`) runs ``ecat_daily`` over a tiny 3-day warehouse:
    stalled in 3.3.0): the re-run completes, reproduces day 2's checkpoints bit for bit and
    leaves day 3's partitions untouched (a re-run of an old day never silently changes a
    later day).
-3. Re-running the chain from day 2 (the README's command: ``airflow backfill create
+3. ``airflow tasks clear`` of the depends_on_past task ``teacher_refresh`` from day 2 to the
+   last day, the closer match to #69658 (several consecutive cleared backfill runs, the
+   cleared task being the first of its run to execute, depends_on_past really evaluated:
+   neither run is the first of its backfill): both re-run, day 2 before day 3, reproduce
+   their teachers exactly and leave every other partition untouched.
+4. Re-running the chain from day 2 (the README's command: ``airflow backfill create
    --reprocess-behavior completed`` from day 2 to the last day): days 2 and 3 run again, in
    order, and reproduce their checkpoints exactly; day 1 is untouched.
+
+On Airflow 3.3.2 none of the cleared runs stalls (steps 2 and 3); a stall fails the test
+with a pointer to #69658 after a bounded wait.
 """
 
 from __future__ import annotations
@@ -74,10 +82,13 @@ def assert_warm_start_chain(layout: Layout) -> None:
     for model in MODELS:
         chain = {ds: read_manifest(layout.model(model, ds)) for ds in DAYS}
         assert chain[D1]["cold_start"] is True and chain[D1]["warm_start_ds"] is None, (model, chain[D1])
+        assert chain[D1]["warm_start_from"] is None and chain[D1]["warm_start_checksum"] is None, (model, chain[D1])
         for prev, ds in ((D1, D2), (D2, D3)):
             assert chain[ds]["cold_start"] is False, (model, ds)
             assert chain[ds]["warm_start_ds"] == prev, (model, ds, chain[ds]["warm_start_ds"])
             assert chain[ds]["warm_start_from"] == str(layout.model(model, prev)), (model, ds)
+            # the checkpoint it started from is the one now published for the day before
+            assert chain[ds]["warm_start_checksum"] == chain[prev]["checksum"], (model, ds)
 
 
 def assert_ran_in_date_order(stack: AirflowStack, days: tuple[str, ...]) -> None:
@@ -91,8 +102,17 @@ def assert_ran_in_date_order(stack: AirflowStack, days: tuple[str, ...]) -> None
         assert spans[prev][1] <= spans[ds][0], f"day {ds} started before day {prev} finished: {spans}"
 
 
+def assert_cleared(stack: AirflowStack, before: dict[tuple[str, str], int]) -> None:
+    """Every (ds, task) of ``before`` was cleared (or has already run again): the clear took effect."""
+    now = {(r["ds"], r["task_id"]): r for r in stack.task_instances(DAG_ID)}
+    untouched = [k for k, n in before.items() if now[k]["state"] == "success" and now[k]["try_number"] <= n]
+    assert not untouched, f"'airflow tasks clear' left these task instances as they were: {untouched}"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
+    # Two task slots, as on a worker: the DAG's branches (graph_select/domain_reweight next to
+    # teacher_refresh, student_distill next to train_baselines) run side by side.
     stack = AirflowStack(tmp_path_factory.mktemp("backfill"), parallelism=2)
     stack.seed_warehouse(D1, len(DAYS), ROWS)
     stack.migrate()
@@ -124,6 +144,7 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
     before = stack.tries(DAG_ID, [D2])
     t1 = time.monotonic()
     stack.cli("tasks", "clear", DAG_ID, "--start-date", D2, "--end-date", D2, "--yes")
+    assert_cleared(stack, before)
     try:
         stack.wait_for_runs(DAG_ID, [D2], timeout=300, newer_than=before, hint=STALL_HINT)
     except StackTimeout as exc:
@@ -138,19 +159,43 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
     assert_warm_start_chain(layout)
     assert {ds: r["state"] for ds, r in stack.runs(DAG_ID).items()} == {ds: "success" for ds in DAYS}
 
-    # --- 3. re-run the chain from day 2 (README command) ----------------------------------
+    # --- 3. clear teacher_refresh from day 2 on (several cleared runs, depends_on_past) -----
+    before = {k: n for k, n in stack.tries(DAG_ID, [D2, D3]).items() if k[1] == "teacher_refresh"}
+    t2 = time.monotonic()
+    # --task-regex is a plain substring match on 3.3.2 (apache/airflow#72941): '^teacher_refresh$'
+    # would match nothing and clear nothing, silently (rc 0).
+    stack.cli("tasks", "clear", DAG_ID, "--start-date", D2, "--end-date", D3, "--task-regex", "teacher_refresh",
+              "--yes")
+    assert_cleared(stack, before)
+    try:
+        stack.wait_for_runs(DAG_ID, [D2, D3], timeout=240, newer_than=before, hint=STALL_HINT)
+    except StackTimeout as exc:
+        pytest.fail(f"the cleared teacher_refresh of {D2}..{D3} did not complete{STALL_HINT}\n{exc}")
+    print(f"re-run of teacher_refresh {D2}..{D3}: {time.monotonic() - t2:.0f}s")
+    teachers = {r["ds"]: r for r in stack.task_instances(DAG_ID) if r["task_id"] == "teacher_refresh"}
+    assert parse_db_time(teachers[D2]["end_date"]) <= parse_db_time(teachers[D3]["start_date"]), teachers
+    third = snapshot(layout)
+    for (model, ds), snap in third.items():
+        if model == "teacher" and ds != D1:
+            assert snap["checksum"] == first[(model, ds)]["checksum"], f"{model} {ds} not reproduced"
+            assert snap["mtime"] > second[(model, ds)]["mtime"], f"{model} {ds} was not re-run"
+        else:
+            assert snap["tree"] == second[(model, ds)]["tree"], f"clearing teacher_refresh changed {model} {ds}"
+    assert {ds: r["state"] for ds, r in stack.runs(DAG_ID).items()} == {ds: "success" for ds in DAYS}
+
+    # --- 4. re-run the chain from day 2 (README command) ----------------------------------
     stack.wait_for_backfills_complete(DAG_ID)
     before = stack.tries(DAG_ID, [D2, D3])
-    t2 = time.monotonic()
+    t3 = time.monotonic()
     stack.create_backfill(DAG_ID, *backfill_args(D2, D3))
     stack.wait_for_runs(DAG_ID, [D2, D3], timeout=360, newer_than=before, hint=STALL_HINT)
-    print(f"re-run of the chain {D2}..{D3}: {time.monotonic() - t2:.0f}s")
-    third = snapshot(layout)
+    print(f"re-run of the chain {D2}..{D3}: {time.monotonic() - t3:.0f}s")
+    fourth = snapshot(layout)
     for model in MODELS:
         for ds in (D2, D3):
-            assert third[(model, ds)]["checksum"] == first[(model, ds)]["checksum"], f"{model} {ds} not reproduced"
-            assert third[(model, ds)]["mtime"] > second[(model, ds)]["mtime"], f"{model} {ds} was not re-run"
-        assert third[(model, D1)]["tree"] == first[(model, D1)]["tree"], f"{model} {D1} changed"
+            assert fourth[(model, ds)]["checksum"] == first[(model, ds)]["checksum"], f"{model} {ds} not reproduced"
+            assert fourth[(model, ds)]["mtime"] > third[(model, ds)]["mtime"], f"{model} {ds} was not re-run"
+        assert fourth[(model, D1)]["tree"] == first[(model, D1)]["tree"], f"{model} {D1} changed"
     assert_warm_start_chain(layout)
     assert_ran_in_date_order(stack, (D2, D3))
     newest = stack.query("SELECT max(id) AS id FROM backfill WHERE dag_id = ?", (DAG_ID,))[0]["id"]
