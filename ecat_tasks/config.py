@@ -59,6 +59,7 @@ class EcatConfig:
     weight_max: float = _f(5.0, "Upper clip of an importance weight.", minimum=1.0, maximum=100.0)
     weight_threshold: float = _f(0.2, "Candidates whose weight falls below this are dropped.", minimum=0.0, maximum=10.0)
     reweight_per_label: bool = _f(True, "Normalise and threshold the weights within each label class (keeps the candidates' label mix).")
+    reweight_min_auc: float = _f(0.6, "Held-out discriminator AUC below which its weights are noise: every candidate keeps weight 1.", minimum=0.0, maximum=1.0)
     # --- models -------------------------------------------------------------------------
     embed_dim: int = _f(8, "Embedding size of every categorical feature.", minimum=2, maximum=256)
     teacher_hidden: list = _f([128, 64], "Teacher MLP layer sizes.", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)

@@ -44,6 +44,7 @@ class Reweighting:
     keep: np.ndarray  # bool mask of kept candidates
     discriminator_auc: float  # on held-out target/candidate pairs
     losses: list[float]
+    uniform: bool = False  # the discriminator failed the held-out check: weights 1, nothing dropped
 
 
 def _solve_scale(ratio: np.ndarray, low: float, high: float, iters: int = 100) -> float:
@@ -141,6 +142,12 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
                           for b in all_data.batches(65_536, None, shuffle=False)]).numpy().astype(np.float64)
     disc_auc = auc(domain[held], prob[held]) if held.any() else float("nan")
     cand_p = prob[len(target):]
+    if not disc_auc >= cfg.reweight_min_auc:  # also NaN: no held-out pairs to check it on
+        # A classifier that cannot tell target from candidates on held-out pairs has learned
+        # noise; weighting (and dropping) by it only shrinks the source. Measured on the demo
+        # data: held-out AUC 0.44 while the weights dropped 69% of the candidates.
+        ones = np.ones(len(cand_p))
+        return Reweighting(cand_p, ones, ones.astype(bool), disc_auc, losses, uniform=True)
     if cfg.reweight_per_label:
         weight, keep = normalised_weights_by_label(cand_p, candidates[cfg.label].to_numpy(), cfg.weight_max,
                                                    cfg.weight_threshold)
@@ -190,24 +197,29 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         "candidates": int(len(candidates)), "kept": int(rw.keep.sum()), "dropped_share": float(1 - rw.keep.mean()),
         "discriminator_auc": rw.discriminator_auc, "weight_q05": float(q[0]), "weight_median": float(q[1]),
         "weight_q95": float(q[2]), "ess": ess, "ess_share": ess / max(len(kept_w), 1), "losses": rw.losses,
-        "enabled": cfg.reweight_enabled,
+        "enabled": cfg.reweight_enabled, "uniform_fallback": rw.uniform,
     }
     with atomic_dir(out_dir) as tmp:
         pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp / "weights.parquet")
         manifest = write_manifest(tmp, "domain_reweight", ds, rows=int(len(out)), **stats,
                                   parameters={k: getattr(cfg, k) for k in ("grl_lambda", "weight_max", "weight_threshold",
-                                                                           "reweight_epochs", "seed")})
+                                                                           "reweight_min_auc", "reweight_epochs", "seed")})
     secs = time.perf_counter() - t0
     if cfg.reweight_enabled and rw.discriminator_auc > 0.95:
         log.warning("discriminator AUC %.3f: target and candidates are almost separable; weights will be extreme "
                     "and few candidates useful (check graph_select's selection)", rw.discriminator_auc)
+    if rw.uniform:
+        log.warning("discriminator AUC %.3f on held-out pairs is below reweight_min_auc %.2f: its weights would be "
+                    "noise, so every candidate keeps weight 1 (nothing dropped)", rw.discriminator_auc, cfg.reweight_min_auc)
     if stats["dropped_share"] > 0.9:
         log.warning("domain_reweight dropped %.0f%% of candidates: the student sees little source data", 100 * stats["dropped_share"])
     log.info(
         "domain_reweight ds=%s: %d candidates -> kept %d (dropped %.1f%%), discriminator AUC %.3f, weights q05/median/q95 "
         "%.2f/%.2f/%.2f, ESS %.0f (%.0f%% of kept), wrote %s in %.1fs%s",
         ds, stats["candidates"], stats["kept"], 100 * stats["dropped_share"], rw.discriminator_auc, q[0], q[1], q[2],
-        ess, 100 * stats["ess_share"], out_dir, secs, "" if cfg.reweight_enabled else " (reweighting disabled: all weights 1)",
+        ess, 100 * stats["ess_share"], out_dir, secs,
+        " (weights 1: discriminator below reweight_min_auc)" if rw.uniform
+        else "" if cfg.reweight_enabled else " (reweighting disabled: all weights 1)",
     )
     return {"path": str(out_dir), "ds": ds, "kept": stats["kept"], "candidates": stats["candidates"],
             "discriminator_auc": rw.discriminator_auc, "ess": ess, "checksum": manifest["checksum"], "seconds": round(secs, 2)}

@@ -45,10 +45,20 @@ def test_per_label_weights_keep_both_classes_when_the_head_leans_on_the_label():
 def test_same_distribution_gives_weights_near_one_and_auc_near_half(layout):
     target = _lake(layout, "target")
     half = np.arange(len(target)) % 2 == 0
-    rw = reweight(target[half].reset_index(drop=True), target[~half].reset_index(drop=True), CFG)
+    rw = reweight(target[half].reset_index(drop=True), target[~half].reset_index(drop=True),
+                  CFG.replace(reweight_min_auc=0.0))
     assert abs(rw.discriminator_auc - 0.5) < 0.08
     assert abs(np.median(rw.weight) - 1.0) < 0.2
-    assert rw.keep.mean() > 0.95
+    assert rw.keep.mean() > 0.95 and not rw.uniform
+
+
+def test_a_discriminator_without_held_out_signal_gives_uniform_weights(layout):
+    """Same distribution: the classifier's AUC is ~0.5, so it must not drop or weight anything."""
+    target = _lake(layout, "target")
+    half = np.arange(len(target)) % 2 == 0
+    rw = reweight(target[half].reset_index(drop=True), target[~half].reset_index(drop=True), CFG)
+    assert rw.discriminator_auc < CFG.reweight_min_auc and rw.uniform
+    assert rw.keep.all() and (rw.weight == 1.0).all()
 
 
 def test_a_clearly_different_part_is_down_weighted_and_mostly_dropped(layout):
