@@ -17,7 +17,9 @@ for i in $(seq 0 $((DAYS - 1))); do
   if ! "$AIRFLOW" dags test ecat_daily "$DS" > "$AIRFLOW_HOME/dags_test_$DS.log" 2>&1; then
     tail -50 "$AIRFLOW_HOME/dags_test_$DS.log"; echo "ecat_daily failed for ds=$DS"; exit 1
   fi
-  grep -E "ecat_tasks\.[a-z_]+ .*ds=$DS" "$AIRFLOW_HOME/dags_test_$DS.log" | grep -v "step " | sed -E 's/.*(ecat_tasks\.[a-z_]+)/  \1/' | cut -c1-400 || true
+  # each task's summary line: "<ts> [info ] <message> [ecat_tasks.<module>] loc=..." -> "  <message>"
+  grep -E "\[ecat_tasks\.[a-z_.]+\]" "$AIRFLOW_HOME/dags_test_$DS.log" | grep "ds=$DS" | grep -v "step [a-z_]* ds=.* finished in" \
+    | sed -E 's/^[^ ]+ \[[a-z ]+\] (.*) \[ecat_tasks\.[a-z_.]+\] loc=.*$/  \1/' | cut -c1-400 || true
   if grep -qE "state=failed|Task failed|Marking run .* failed" "$AIRFLOW_HOME/dags_test_$DS.log"; then
     echo "ecat_daily failed for ds=$DS (see the log)"; exit 1
   fi
