@@ -46,6 +46,13 @@ class Reweighting:
     losses: list[float]
     uniform: bool = False  # the discriminator failed the held-out check: weights 1, nothing dropped
 
+    @classmethod
+    def unweighted(cls, domain_prob: np.ndarray, discriminator_auc: float, losses: list[float],
+                   uniform: bool) -> "Reweighting":
+        """Every candidate kept at weight 1."""
+        ones = np.ones(len(domain_prob))
+        return cls(domain_prob, ones, ones.astype(bool), discriminator_auc, losses, uniform)
+
 
 def _solve_scale(ratio: np.ndarray, low: float, high: float, iters: int = 100) -> float:
     """c > 0 with mean(clip(c * ratio, low, high)) = 1 (bisection in log c; the mean rises with c)."""
@@ -146,8 +153,7 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
         # A classifier that cannot tell target from candidates on held-out pairs has learned
         # noise; weighting (and dropping) by it only shrinks the source. Measured on the demo
         # data: held-out AUC 0.44 while the weights dropped 69% of the candidates.
-        ones = np.ones(len(cand_p))
-        return Reweighting(cand_p, ones, ones.astype(bool), disc_auc, losses, uniform=True)
+        return Reweighting.unweighted(cand_p, disc_auc, losses, uniform=True)
     if cfg.reweight_per_label:
         weight, keep = normalised_weights_by_label(cand_p, candidates[cfg.label].to_numpy(), cfg.weight_max,
                                                    cfg.weight_threshold)
@@ -180,8 +186,7 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     if cfg.reweight_enabled:
         rw = reweight(target, candidates, cfg)
     else:
-        ones = np.ones(len(candidates))
-        rw = Reweighting(np.full(len(candidates), np.nan), ones, ones.astype(bool), float("nan"), [])
+        rw = Reweighting.unweighted(np.full(len(candidates), np.nan), float("nan"), [], uniform=False)
     out = pd.DataFrame({
         "sample_id": candidates["sample_id"],
         "graph_score": candidates["graph_score"].astype(np.float64),
@@ -213,13 +218,17 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
                     "noise, so every candidate keeps weight 1 (nothing dropped)", rw.discriminator_auc, cfg.reweight_min_auc)
     if stats["dropped_share"] > 0.9:
         log.warning("domain_reweight dropped %.0f%% of candidates: the student sees little source data", 100 * stats["dropped_share"])
+    if not cfg.reweight_enabled:
+        note = " (reweighting disabled: all weights 1)"
+    elif rw.uniform:
+        note = " (weights 1: discriminator below reweight_min_auc)"
+    else:
+        note = ""
     log.info(
         "domain_reweight ds=%s: %d candidates -> kept %d (dropped %.1f%%), discriminator AUC %.3f, weights q05/median/q95 "
         "%.2f/%.2f/%.2f, ESS %.0f (%.0f%% of kept), wrote %s in %.1fs%s",
         ds, stats["candidates"], stats["kept"], 100 * stats["dropped_share"], rw.discriminator_auc, q[0], q[1], q[2],
-        ess, 100 * stats["ess_share"], out_dir, secs,
-        " (weights 1: discriminator below reweight_min_auc)" if rw.uniform
-        else "" if cfg.reweight_enabled else " (reweighting disabled: all weights 1)",
+        ess, 100 * stats["ess_share"], out_dir, secs, note,
     )
     return {"path": str(out_dir), "ds": ds, "kept": stats["kept"], "candidates": stats["candidates"],
             "discriminator_auc": rw.discriminator_auc, "ess": ess, "checksum": manifest["checksum"], "seconds": round(secs, 2)}

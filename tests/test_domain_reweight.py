@@ -89,3 +89,17 @@ def test_task_writes_weights_partition(layout):
     assert abs(table["weight"].mean() - 1.0) < 1e-3 and (table["weight"] >= CFG.weight_threshold).all()
     again = domain_reweight(DAYS[1], CFG, layout)  # deterministic rerun
     assert again["checksum"] == m["checksum"]
+
+
+def test_reweighting_switched_off_keeps_every_candidate_at_weight_one(layout):
+    from ecat_tasks.graph_select import graph_select
+
+    cfg = CFG.replace(reweight_enabled=False)
+    graph_select(DAYS[1], cfg, layout)
+    m = domain_reweight(DAYS[1], cfg, layout)
+    part = layout.partition("selection/weights", DAYS[1])
+    table = pq.read_table(part).to_pandas()
+    assert m["kept"] == m["candidates"] == len(table) > 0
+    assert (table["weight"] == 1.0).all() and table["domain_prob"].isna().all()
+    manifest = read_manifest(part)
+    assert manifest["enabled"] is False and manifest["uniform_fallback"] is False
