@@ -1,4 +1,5 @@
-"""Offline ranking metrics: AUC, GAUC, logloss and calibration, vectorised.
+"""Offline ranking metrics: AUC, GAUC, logloss and calibration, vectorised, and the paired
+bootstrap over users of one model's lift over another (per day, and pooled over days).
 
 GAUC follows FuxiCTR's reference definition: per-user AUC weighted by the user's number of
 impressions, users with a single label class skipped.
@@ -6,8 +7,11 @@ impressions, users with a single label class skipped.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.stats import rankdata
 
 
@@ -59,3 +63,167 @@ def all_metrics(users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> dic
         "calibration": calibration(labels, probs),
         "rows": int(len(labels)),
     }
+
+
+# --- paired bootstrap over users -------------------------------------------------------------
+#
+# A resample draws the day's users with replacement; a user drawn k times contributes all of
+# their rows k times. Both models are scored on the same resamples (paired), so the interval is
+# of the lift, not of two separate metrics. Instead of materialising the resampled rows, each
+# resample is a vector of per-user multiplicities and every metric is a weighted one:
+# AUC by weighted cumulative sums over the score order (ties counted half), GAUC and logloss
+# by products with per-user sums.
+
+BOOTSTRAP_METRICS = ("auc", "gauc", "logloss")
+LOWER_IS_BETTER = frozenset({"logloss"})
+_CHUNK_CELLS = 1_000_000  # resamples per chunk x rows: a chunk stays in cache (4x faster than 4M)
+
+
+def resample_counts(n_users: int, n_resamples: int, rng: np.random.Generator, chunk: int) -> Iterator[np.ndarray]:
+    """Per-user multiplicities (users x resamples) of ``n_resamples`` draws, ``chunk`` at a time."""
+    for start in range(0, n_resamples, chunk):
+        size = min(chunk, n_resamples - start)
+        draws = rng.integers(0, n_users, size=(size, n_users))
+        flat = (draws + np.arange(size)[:, None] * n_users).ravel()
+        counts = np.bincount(flat, minlength=size * n_users).reshape(size, n_users)
+        yield np.ascontiguousarray(counts.T, dtype=np.float64)  # users x resamples
+
+
+class _ScoredDay:
+    """One model's scores on one day, prepared once for fast weighted metrics under resampling.
+
+    AUC under per-user multiplicities c: with the distinct scores of the positives as columns k,
+    every row is one entry of a sparse user-by-column matrix: a positive in its own column (P),
+    a negative in the first column scored above it (B: cumulated, the negatives strictly below)
+    or in the column of its equal score (T: ties count half). One sparse product per chunk
+    gives every resample's sums, so a resample costs O(rows), not a sort.
+    """
+
+    def __init__(self, codes: np.ndarray, n_users: int, labels: np.ndarray, scores: np.ndarray) -> None:
+        scores = np.asarray(scores, np.float64)
+        if not np.isfinite(scores).all():
+            raise ValueError("scores contain NaN or inf: the model failed, there is no lift to bootstrap")
+        is_pos = labels == 1
+        pos_scores = np.unique(scores[is_pos])
+        k = len(pos_scores)
+        neg_scores, neg_codes = scores[~is_pos], codes[~is_pos]
+        above = np.searchsorted(pos_scores, neg_scores, side="right")  # first positive column scored above
+        tie = np.searchsorted(pos_scores, neg_scores, side="left")
+        tied = (tie < k) & (pos_scores[np.minimum(tie, k - 1)] == neg_scores) if k else np.zeros(len(neg_scores), bool)
+        below = above < k
+        rows = np.concatenate([np.searchsorted(pos_scores, scores[is_pos]) + k, above[below], tie[tied] + 2 * k])
+        cols = np.concatenate([codes[is_pos], neg_codes[below], neg_codes[tied]])
+        self.k = k
+        self.columns = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(3 * k, n_users))
+        self.user_pos = np.bincount(codes, weights=is_pos.astype(np.float64), minlength=n_users)
+        self.user_neg = np.bincount(codes, minlength=n_users) - self.user_pos
+        # logloss: per-user loss sums; GAUC: per-user AUC and impression count (users with both classes)
+        p = np.clip(scores, 1e-7, 1 - 1e-7)
+        row_loss = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+        self.user_loss = np.bincount(codes, weights=row_loss, minlength=n_users)
+        ranks = pd.Series(scores).groupby(codes).rank(method="average").to_numpy()
+        n = self.user_pos + self.user_neg
+        rank_pos = np.bincount(codes, weights=ranks * labels, minlength=n_users)
+        valid = (self.user_pos > 0) & (self.user_neg > 0)
+        user_auc = np.zeros(n_users)
+        pos_v, neg_v = self.user_pos[valid], self.user_neg[valid]
+        user_auc[valid] = (rank_pos[valid] - pos_v * (pos_v + 1) / 2) / (pos_v * neg_v)
+        self.gauc_num = np.where(valid, n * user_auc, 0.0)
+        self.gauc_den = np.where(valid, n, 0.0)
+
+    def draws(self, counts: np.ndarray, user_rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Metric of each resample; ``counts`` is users x resamples (per-user multiplicities)."""
+        k = self.k
+        sums = self.columns @ counts  # (3k, resamples)
+        pos, neg_below, neg_tied = sums[k : 2 * k], np.cumsum(sums[:k], axis=0), sums[2 * k :]
+        den = (self.user_pos @ counts) * (self.user_neg @ counts)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            auc_r = (pos * (neg_below + 0.5 * neg_tied)).sum(axis=0) / den
+            gauc_r = (self.gauc_num @ counts) / (self.gauc_den @ counts)
+            logloss_r = (self.user_loss @ counts) / (user_rows @ counts)
+        auc_r[den == 0] = np.nan
+        return {"auc": auc_r, "gauc": gauc_r, "logloss": logloss_r}
+
+
+def _lift_draws(
+    users: np.ndarray, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+    n_resamples: int, rng: np.random.Generator,
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Point lift and the lift of every resample, per metric (positive: model a is better)."""
+    labels = np.asarray(labels, np.float64)
+    if not (len(users) == len(labels) == len(scores_a) == len(scores_b)):
+        raise ValueError("users, labels and both score arrays must have the same length")
+    if len(labels) == 0:
+        raise ValueError("no rows to bootstrap")
+    codes, uniques = pd.factorize(np.asarray(users))
+    n_users = len(uniques)
+    user_rows = np.bincount(codes, minlength=n_users).astype(np.float64)
+    a = _ScoredDay(codes, n_users, labels, scores_a)
+    b = _ScoredDay(codes, n_users, labels, scores_b)
+    point_a, point_b = all_metrics(users, labels, scores_a), all_metrics(users, labels, scores_b)
+    point = {m: _signed(m, point_a[m], point_b[m]) for m in BOOTSTRAP_METRICS}
+    parts: dict[str, list[np.ndarray]] = {m: [] for m in BOOTSTRAP_METRICS}
+    chunk = _chunk_size(len(labels), n_users)
+    for counts in resample_counts(n_users, n_resamples, rng, chunk):
+        da, db = a.draws(counts, user_rows), b.draws(counts, user_rows)
+        for m in BOOTSTRAP_METRICS:
+            parts[m].append(_signed(m, da[m], db[m]))
+    return point, {m: np.concatenate(parts[m]) for m in BOOTSTRAP_METRICS}
+
+
+def _chunk_size(n_rows: int, n_users: int) -> int:
+    return max(1, _CHUNK_CELLS // max(n_rows, n_users))
+
+
+def _signed(metric: str, a, b):
+    """Lift of a over b in the metric's better direction."""
+    return b - a if metric in LOWER_IS_BETTER else a - b
+
+
+def _interval(point: dict[str, float], draws: dict[str, np.ndarray], n_resamples: int) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for m in BOOTSTRAP_METRICS:
+        d = draws[m]
+        finite = d[np.isfinite(d)]
+        # an interval needs most resamples defined; otherwise (e.g. almost no positives) say so
+        if not np.isfinite(point[m]) or len(finite) < 0.9 * n_resamples:
+            lo = hi = float("nan")
+        else:
+            lo, hi = (float(v) for v in np.percentile(finite, [2.5, 97.5]))
+        out[m] = {"lift": float(point[m]), "lo": lo, "hi": hi, "ahead": bool(lo > 0), "behind": bool(hi < 0)}
+    return out
+
+
+def paired_bootstrap_lift(
+    users: np.ndarray, labels: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray,
+    n_resamples: int = 1000, seed: int = 0,
+) -> dict[str, dict]:
+    """Lift of model a over model b with a 95% paired-bootstrap interval over users, per metric.
+
+    Returns ``{metric: {"lift", "lo", "hi", "ahead", "behind"}}`` for AUC, GAUC and logloss.
+    Lift is a − b for AUC and GAUC and b − a for logloss, so positive always means a is better;
+    ``ahead`` is ``lo > 0`` (the interval excludes 0 on a's side), ``behind`` is ``hi < 0``.
+    NaN bounds (ahead and behind false) when the metric is undefined on the data.
+    """
+    point, draws = _lift_draws(users, labels, scores_a, scores_b, n_resamples, np.random.default_rng(seed))
+    return _interval(point, draws, n_resamples)
+
+
+def pooled_bootstrap_lift(
+    days: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    n_resamples: int = 1000, seed: int = 0,
+) -> dict[str, dict]:
+    """Lift of a over b pooled over several days (or days × seeds): the mean of the per-day lifts.
+
+    ``days`` holds one ``(users, labels, scores_a, scores_b)`` per day. Each resample draws the
+    users of every day independently (a user's rows on one day stay together) and averages the
+    per-day lifts with equal weight; the point lift is the mean of the per-day point lifts.
+    Same return shape as ``paired_bootstrap_lift``.
+    """
+    if not days:
+        raise ValueError("no days to pool")
+    rng = np.random.default_rng(seed)
+    per_day = [_lift_draws(*day, n_resamples=n_resamples, rng=rng) for day in days]
+    point = {m: float(np.mean([p[m] for p, _ in per_day])) for m in BOOTSTRAP_METRICS}
+    draws = {m: np.mean(np.stack([d[m] for _, d in per_day]), axis=0) for m in BOOTSTRAP_METRICS}
+    return _interval(point, draws, n_resamples)
