@@ -46,6 +46,9 @@ HINTS = {
     "ValidationFailed": "the day's data broke an expectation: read the listed failures and the data docs; fix the load, then clear 'extract'",
     "EmptyTargetError": "no target rows for this day: check the warehouse load or the target_scenario param",
     "CheckpointError": "a checkpoint is unreadable or does not match the model: restore it or re-run the chain from the day that wrote it",
+    "ModelHealthError": (
+        "the model trained today is broken (NaN loss or weights, or constant predictions) and was not published: "
+        "check the input data's dense columns and the warm-start checkpoint, then clear the task"),
     "ValueError": "a parameter or input value is invalid: the message names it",
     "AirflowTaskTimeout": "the task ran past execution_timeout: check data volume and the task's log timings",
     "AirflowInactiveAssetInInletOrOutletException": (

@@ -81,7 +81,7 @@ def test_warm_load_grows_embeddings_and_keeps_old_rows(tmp_path):
     model(*enc.transform(_frame()))[0].sum().backward()
     opt.step()
     save_checkpoint(tmp_path, model, opt, enc, {"kind": "ranking"})
-    state = load_checkpoint(tmp_path)
+    state = load_checkpoint(tmp_path, verify=False)  # a bare checkpoint, no partition manifest
     grown = Encoders.from_state(state["encoders"])
     grown.grow(_frame(id_offset=100))  # brand-new ids
     bigger = RankingModel(grown.vocab_sizes(), 3, 4, [8])
@@ -95,10 +95,10 @@ def test_warm_load_grows_embeddings_and_keeps_old_rows(tmp_path):
 def test_corrupt_or_mismatched_checkpoint_is_a_named_error(tmp_path):
     (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match=str(tmp_path / "model.pt")):
-        load_checkpoint(tmp_path)
+        load_checkpoint(tmp_path, verify=False)
     enc = Encoders.fit(_frame())
     model = RankingModel(enc.vocab_sizes(), 3, 4, [8])
     save_checkpoint(tmp_path, model, torch.optim.Adam(model.parameters()), enc, {"kind": "ranking"})
     other = RankingModel(enc.vocab_sizes(), 3, 4, [16])
     with pytest.raises(CheckpointError, match="model.pt"):
-        warm_load(other, torch.optim.Adam(other.parameters()), load_checkpoint(tmp_path), tmp_path)
+        warm_load(other, torch.optim.Adam(other.parameters()), load_checkpoint(tmp_path, verify=False), tmp_path)

@@ -23,6 +23,7 @@ from torch import nn
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.metrics import auc
 from ecat_tasks.models.data import Batchable, Encoders, Vocabulary, make_batchable
+from ecat_tasks.models.health import check_health
 from ecat_tasks.models.networks import RankingModel, StarModel
 from ecat_tasks.models.training import (
     CHECKPOINT, CheckpointError, LossFn, load_checkpoint, make_optimizer, predict, save_checkpoint, seed_everything,
@@ -181,9 +182,7 @@ def fit_day(
         rows += len(data)
         losses += train_epochs(model, data, loss_fn, optimizer, phase.epochs, cfg.batch_size, generator, f"{name}/{phase.name}")
 
-    holdout_auc = None
-    if holdout is not None and len(holdout) and holdout[cfg.label].nunique() == 2:
-        holdout_auc = auc(holdout[cfg.label].to_numpy(), loaded.score(holdout, cfg.label))
+    health, holdout_auc = check_before_publish(name, ds, cfg, loaded, extras, losses, holdout, phases[-1].frame)
     model.cpu()
     for module in extras.values():
         module.cpu()
@@ -201,6 +200,7 @@ def fit_day(
             phases=[{"name": p.name, "rows": len(p.frame), "epochs": p.epochs} for p in phases],
             losses=[round(x, 6) for x in losses],
             holdout_auc=holdout_auc,
+            health=health,
             new_ids=new_ids,
             arch=arch,
             lr=lr,
@@ -211,6 +211,23 @@ def fit_day(
         )
     manifest["path"] = str(out_dir)
     return manifest
+
+
+def check_before_publish(name: str, ds: str, cfg: EcatConfig, loaded: LoadedModel, extras: dict[str, nn.Module],
+                         losses: list[float], holdout: pd.DataFrame | None,
+                         fallback: pd.DataFrame) -> tuple[dict[str, Any], float | None]:
+    """Health checks on the trained model (raise ModelHealthError) and its holdout AUC.
+
+    Predictions are checked on ``holdout``, the rows the model did not train on; without
+    one (no caller today), on the last phase's rows.
+    """
+    rows = holdout if holdout is not None and len(holdout) else fallback
+    probs = loaded.score(rows, cfg.label)
+    health = check_health(name, ds, losses, [loaded.model, *extras.values()], probs, cfg.health_min_pred_std)
+    holdout_auc = None
+    if rows is holdout and holdout[cfg.label].nunique() == 2:
+        holdout_auc = auc(holdout[cfg.label].to_numpy(), probs)
+    return health, holdout_auc
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from torch import nn
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import Batchable, Encoders
+from ecat_tasks.storage import MANIFEST, dir_checksum, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,32 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: torch.optim.Op
     return path
 
 
-def load_checkpoint(directory: Path) -> dict[str, Any]:
+def verify_checkpoint(directory: Path) -> str:
+    """The partition's checksum, after checking it against the manifest written with it.
+
+    A flipped byte inside a tensor record still unpickles (the zip reader does not check it),
+    so without this a garbled checkpoint warm-starts a model into NaN.
+    """
     path = directory / CHECKPOINT
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        expected = read_manifest(directory)["checksum"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path} has no readable {MANIFEST} with a checksum to verify it against: {exc}") from exc
+    actual = dir_checksum(directory)
+    if actual != expected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its manifest: checksum {actual[:12]}..., manifest says {expected[:12]}...; "
+            f"the file was changed or corrupted after it was written")
+    return actual
+
+
+def load_checkpoint(directory: Path, verify: bool = True) -> dict[str, Any]:
+    """The checkpoint's contents; ``verify`` (always, in the pipeline) checks it against its manifest first."""
+    path = directory / CHECKPOINT
+    if verify:
+        verify_checkpoint(directory)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as exc:
