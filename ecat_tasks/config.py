@@ -35,7 +35,8 @@ class EcatConfig:
     target_scenario: str = _f("mini_app", "Scenario value that is the target mini-app.", minLength=1, maxLength=64)
     label: str = _f("click", "Label column that trains and evaluates.", enum=["click", "conversion"])
     lookback_days: int = _f(7, "Days of history for the graph and a teacher cold start.", minimum=1, maximum=60)
-    holdout_pct: float = _f(0.2, "Share of target users (or samples) held out for evaluation.", minimum=0.05, maximum=0.5)
+    holdout_pct: float = _f(0.2, "Share of target users (or samples) held out as the cold-start view (reported, never trained on, never decides).", minimum=0.05, maximum=0.5)
+    validation_pct: float = _f(0.15, "Share of target users (or samples), disjoint from the holdout, that every decision reads (promotion, guards); never trained on.", minimum=0.05, maximum=0.4)
     holdout_by: str = _f("user", "Hold out whole users or single samples.", enum=["user", "sample"])
     extract_batch_rows: int = _f(250_000, "Rows per Parquet batch when extracting.", minimum=1_000, maximum=5_000_000)
     # --- validation ---------------------------------------------------------------------
@@ -93,6 +94,9 @@ class EcatConfig:
     def __post_init__(self) -> None:
         if self.label_rate_min > self.label_rate_max:
             raise ValueError(f"label_rate_min ({self.label_rate_min}) exceeds label_rate_max ({self.label_rate_max})")
+        if self.holdout_pct + self.validation_pct > 0.8:
+            raise ValueError(f"holdout_pct ({self.holdout_pct}) + validation_pct ({self.validation_pct}) exceed 0.8: "
+                             f"too few target users would be left to train on")
         bad = set(self.baselines) - set(BASELINES)
         if bad:
             raise ValueError(f"baselines: unknown {sorted(bad)}; known {list(BASELINES)}")

@@ -176,7 +176,7 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     """Task entry point: weight the graph candidates of ``ds``; write selection/weights/ds=."""
     layout = layout or Layout()
     t0 = time.perf_counter()
-    target, _ = target_day(ds, cfg, layout)
+    target = target_day(ds, cfg, layout).train
     cand_ids = pq.read_table(layout.require(layout.partition("selection/graph", ds))).to_pandas()
     source = source_day(ds, layout)
     candidates = source.merge(cand_ids[["sample_id", "graph_score"]], on="sample_id", how="inner")

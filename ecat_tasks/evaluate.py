@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import next_day_target, target_day
+from ecat_tasks.inputs import target_day
 from ecat_tasks.metrics import all_metrics
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
@@ -44,12 +44,8 @@ def model_dir(layout: Layout, name: str, ds: str) -> Path:
 
 
 def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFrame]:
-    _, holdout = target_day(ds, cfg, layout)
-    sets = {"holdout": holdout}
-    nxt = next_day_target(ds, layout)
-    if nxt is not None and len(nxt):
-        sets["next_day"] = nxt
-    return sets
+    split = target_day(ds, cfg, layout)
+    return {"validation": split.validation, "holdout": split.holdout}
 
 
 def score_models(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, dict[str, dict[str, float]]]:

@@ -55,7 +55,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.splits import holdout_mask
+from ecat_tasks.splits import train_mask
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; dgl is imported lazily
@@ -404,10 +404,10 @@ def _read(path: Path, columns: list[str]) -> pa.Table:
 
 
 def _read_target_train(path: Path, cfg: EcatConfig) -> pa.Table:
-    """A target partition without its held-out rows: evaluation data never shapes the graph."""
+    """A target partition's training rows only: validation and holdout users never shape the graph."""
     table = _read(path, SOURCE_COLUMNS)
-    held = holdout_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
-    return table.filter(pa.array(~held)).select(GRAPH_COLUMNS)
+    keep = train_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
+    return table.filter(pa.array(keep)).select(GRAPH_COLUMNS)
 
 
 def _window(layout: Layout, domain: str, ds: str, lookback_days: int) -> list[str]:

@@ -12,14 +12,18 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
-from ecat_tasks.splits import split_target
+from ecat_tasks.splits import TargetSplit, split_target
 from ecat_tasks.storage import Layout, shift_ds
 
 
-def target_day(ds: str, cfg: EcatConfig, layout: Layout) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(train, holdout) target rows of ``ds``."""
-    frame = read_lake([layout.require(layout.lake("target", ds))])
-    return split_target(frame, cfg)
+def target_rows(ds: str, layout: Layout) -> pd.DataFrame:
+    """Every validated target row of ``ds`` (the next-day evaluation set of ``ds - 1``'s models)."""
+    return read_lake([layout.require(layout.lake("target", ds))])
+
+
+def target_day(ds: str, cfg: EcatConfig, layout: Layout) -> TargetSplit:
+    """(train, validation, holdout) target rows of ``ds``; only ``train`` may train a model."""
+    return split_target(target_rows(ds, layout), cfg)
 
 
 def source_day(ds: str, layout: Layout) -> pd.DataFrame:
@@ -38,11 +42,11 @@ def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
 
 
 def entire_space(days: list[str], cfg: EcatConfig, layout: Layout) -> pd.DataFrame:
-    """Source plus target-train rows of ``days`` (the target holdout is never included)."""
+    """Source plus target-train rows of ``days`` (validation and holdout users never included)."""
     parts = []
     for day in days:
         parts.append(source_day(day, layout))
-        parts.append(target_day(day, cfg, layout)[0])
+        parts.append(target_day(day, cfg, layout).train)
     return pd.concat(parts, ignore_index=True)
 
 
@@ -54,9 +58,3 @@ def weighted_candidates(ds: str, layout: Layout, source: pd.DataFrame | None = N
     frame = frame.sort_values("sample_id", kind="stable").reset_index(drop=True)
     w = frame.pop("weight").to_numpy(np.float32)
     return frame, w
-
-
-def next_day_target(ds: str, layout: Layout) -> pd.DataFrame | None:
-    """The following day's target partition when it exists (backfills), else None."""
-    path = layout.lake("target", shift_ds(ds, 1))
-    return read_lake([path]) if (path / "_manifest.json").is_file() else None

@@ -1,7 +1,8 @@
 """promote: the gate that moves the registry's ``champion`` alias to today's student.
 
-The student passes when its holdout AUC beats the target-only baseline's by more than
-``promote_min_lift`` and trails the current champion's AUC, scored on today's same holdout,
+The gate reads the validation slice of ``ds`` and nothing else. The student passes when its
+validation AUC beats the target-only baseline's by more than ``promote_min_lift`` and trails
+the current champion's AUC, scored on today's same validation slice,
 by no more than ``promote_tolerance``. A refusal is a normal outcome: the task succeeds,
 says why, and the alias stays where it was.
 """
@@ -31,14 +32,14 @@ def gate(student_auc: float, target_only_auc: float | None, champion_auc: float 
         return False, (f"student AUC {student_auc:.4f} does not beat target_only {target_only_auc:.4f} "
                        f"by more than {cfg.promote_min_lift:.4f}")
     if champion_auc is not None and student_auc < champion_auc - cfg.promote_tolerance:
-        return False, (f"student AUC {student_auc:.4f} trails the champion's {champion_auc:.4f} on today's holdout "
+        return False, (f"student AUC {student_auc:.4f} trails the champion's {champion_auc:.4f} on today's validation slice "
                        f"by more than the tolerance {cfg.promote_tolerance:.4f}")
     vs = "no current champion" if champion_auc is None else f"champion {champion_auc:.4f}"
     return True, f"student AUC {student_auc:.4f} beats target_only {target_only_auc:.4f}; {vs}"
 
 
 def champion_auc_today(cfg: EcatConfig, layout: Layout, ds: str) -> tuple[float | None, Any]:
-    """The current champion scored on today's holdout (None when there is no champion)."""
+    """The current champion scored on today's validation slice (None when there is no champion)."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -47,17 +48,17 @@ def champion_auc_today(cfg: EcatConfig, layout: Layout, ds: str) -> tuple[float 
         version = mc.get_model_version_by_alias(cfg.registered_model, ALIAS)
     except MlflowException:
         return None, None
-    holdout = eval_sets(ds, cfg, layout)["holdout"]
+    validation = eval_sets(ds, cfg, layout)["validation"]
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@{ALIAS}")
-    return auc(holdout[cfg.label].to_numpy(), model.predict(holdout)), version
+    return auc(validation[cfg.label].to_numpy(), model.predict(validation)), version
 
 
 def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
     report = json.loads((layout.require(layout.report(ds)) / METRICS_FILE).read_text())
     models = report["models"]
-    student_auc = models["ecat"]["holdout"]["auc"]
-    target_only = models.get("target_only", {}).get("holdout", {}).get("auc")
+    student_auc = models["ecat"]["validation"]["auc"]
+    target_only = models.get("target_only", {}).get("validation", {}).get("auc")
     champ_auc, champ = champion_auc_today(cfg, layout, ds)
     if champ is not None and champ.tags.get("ds") == ds:
         log.info("promote ds=%s: version %s from this ds is already champion; nothing to do", ds, champ.version)
@@ -67,10 +68,10 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
         log.warning("promote ds=%s: NOT promoted: %s; alias '%s' stays on version %s", ds, reason, ALIAS,
                     champ.version if champ else "none")
         return {"ds": ds, "promoted": False, "reason": reason, "champion_version": champ.version if champ else None}
-    holdout = eval_sets(ds, cfg, layout)["holdout"]
+    validation = eval_sets(ds, cfg, layout)["validation"]
     version = register_model(
-        cfg, layout.root, ds, layout.model("student", ds), holdout.head(5),
-        tags={"ds": ds, "holdout_auc": f"{student_auc:.6f}", "gate": reason},
+        cfg, layout.root, ds, layout.model("student", ds), validation.head(5),
+        tags={"ds": ds, "validation_auc": f"{student_auc:.6f}", "gate": reason},
     )
     client(cfg, layout.root).set_registered_model_alias(cfg.registered_model, ALIAS, version.version)
     log.info("promote ds=%s: PROMOTED %s version %s to '%s' (previous %s): %s", ds, cfg.registered_model,

@@ -36,7 +36,7 @@ def train_student(
     cfg: EcatConfig,
     layout: Layout,
     target_train: pd.DataFrame,
-    holdout: pd.DataFrame,
+    validation: pd.DataFrame,
     candidates: pd.DataFrame,
     cand_weight: np.ndarray,
     teacher: LoadedModel | None,
@@ -77,7 +77,7 @@ def train_student(
     return fit_day(
         name, ds, cfg, layout,
         phases=[Phase(frame, cfg.student_epochs, weight, name="target+source")],
-        arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=holdout,
+        arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=validation,
         extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
         embedding_init=teacher if cfg.student_init_from_teacher else None,
         manifest_extra={
@@ -92,14 +92,14 @@ def train_student(
 
 def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
-    target_train, holdout = target_day(ds, cfg, layout)
+    split = target_day(ds, cfg, layout)
     candidates, weight = weighted_candidates(ds, layout)
     needs_teacher = cfg.kd_enabled or cfg.student_init_from_teacher
     teacher = load_model(layout.require(layout.model("teacher", ds))) if needs_teacher else None
-    m = train_student("student", ds, cfg, layout, target_train, holdout, candidates, weight, teacher, "student_distill")
+    m = train_student("student", ds, cfg, layout, split.train, split.validation, candidates, weight, teacher, "student_distill")
     log.info(
         "student_distill ds=%s: %s from %s, %d target + %d weighted source rows (weight sum %.0f), KD %s "
-        "(lambda=%.2f, adaptive=%s), loss %.4f, holdout AUC %s, wrote %s in %.1fs",
+        "(lambda=%.2f, adaptive=%s), loss %.4f, validation AUC %s, wrote %s in %.1fs",
         ds, "cold start" if m["cold_start"] else "warm start", m["warm_start_ds"] or "scratch", m["target_rows"],
         m["source_rows"], m["source_weight_sum"], "on" if m["kd"]["enabled"] else "off", cfg.kd_lambda, cfg.kd_adaptive,
         m["losses"][-1], "n/a" if m["holdout_auc"] is None else f"{m['holdout_auc']:.4f}", m["path"], m["seconds"],

@@ -26,15 +26,15 @@ def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     cold = layout.latest_before("models/teacher", ds) is None
     days = window_days(ds, cfg, layout) if cold else [ds]
     frame = entire_space(days, cfg, layout)
-    _, holdout = target_day(ds, cfg, layout)
+    validation = target_day(ds, cfg, layout).validation
     manifest = fit_day(
         "teacher", ds, cfg, layout,
         phases=[Phase(frame, cfg.teacher_epochs, name="cold_start" if cold else "daily")],
-        arch=teacher_arch(cfg), lr=cfg.teacher_lr, holdout=holdout, task="teacher_refresh",
+        arch=teacher_arch(cfg), lr=cfg.teacher_lr, holdout=validation, task="teacher_refresh",
         manifest_extra={"train_days": days},
     )
     log.info(
-        "teacher_refresh ds=%s: %s from %s, trained on %d rows of %d day(s), loss %.4f, target-holdout AUC %s, "
+        "teacher_refresh ds=%s: %s from %s, trained on %d rows of %d day(s), loss %.4f, target-validation AUC %s, "
         "new ids %s, wrote %s in %.1fs",
         ds, "cold start" if cold else "warm start", manifest["warm_start_ds"] or "scratch", manifest["rows"], len(days),
         manifest["losses"][-1], _fmt(manifest["holdout_auc"]), sum(manifest["new_ids"].values()), manifest["path"],

@@ -39,13 +39,14 @@ def _random_candidates(source: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
     t0 = time.perf_counter()
-    target_train, holdout = target_day(ds, cfg, layout)
+    split = target_day(ds, cfg, layout)
+    target_train, validation = split.train, split.validation
     source = source_day(ds, layout)
     arch = student_arch(cfg)
     results: dict[str, dict[str, Any]] = {}
 
     def fit(name: str, phases: list[Phase], model_arch: dict[str, Any] = arch) -> None:
-        results[name] = fit_day(name, ds, cfg, layout, phases, model_arch, cfg.student_lr, holdout, task="train_baselines")
+        results[name] = fit_day(name, ds, cfg, layout, phases, model_arch, cfg.student_lr, validation, task="train_baselines")
 
     if "target_only" in cfg.baselines:
         fit("target_only", [Phase(target_train, cfg.student_epochs, name="target")])
@@ -77,7 +78,7 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         if "no_teacher_init" in cfg.ablations:
             variants["no_teacher_init"] = (candidates, weight, cfg.replace(student_init_from_teacher=False))
         for name, (cands, w, vcfg) in variants.items():
-            results[name] = train_student(name, ds, vcfg, layout, target_train, holdout, cands, np.asarray(w),
+            results[name] = train_student(name, ds, vcfg, layout, target_train, validation, cands, np.asarray(w),
                                           teacher, "train_baselines")
 
     secs = time.perf_counter() - t0
@@ -85,7 +86,7 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         f"{n}={'n/a' if r['holdout_auc'] is None else format(r['holdout_auc'], '.4f')}"
         f"({'warm' if not r['cold_start'] else 'cold'})" for n, r in results.items()
     )
-    log.info("train_baselines ds=%s: %d models trained in %.1fs; holdout AUC: %s", ds, len(results), secs, summary)
+    log.info("train_baselines ds=%s: %d models trained in %.1fs; validation AUC: %s", ds, len(results), secs, summary)
     return {"ds": ds, "seconds": round(secs, 2),
             "models": {n: {"path": r["path"], "holdout_auc": r["holdout_auc"], "warm_start_ds": r["warm_start_ds"]}
                        for n, r in results.items()}}

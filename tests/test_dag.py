@@ -145,4 +145,4 @@ def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
         assert first["cold_start"] and not second["cold_start"]
         assert second["warm_start_ds"] == d1
     # day 1's evaluation saw day 2's partition only if it existed then: it did not
-    assert set(json.loads((layout.report(d1) / "metrics.json").read_text())["models"]["ecat"]) == {"holdout"}
+    assert set(json.loads((layout.report(d1) / "metrics.json").read_text())["models"]["ecat"]) == {"validation", "holdout"}

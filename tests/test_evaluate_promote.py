@@ -41,7 +41,7 @@ def test_evaluate_report_history_and_promotion(layout, cfg):
     m = evaluate(DAYS[0], cfg, layout)
     report = json.loads((layout.report(DAYS[0]) / "metrics.json").read_text())
     assert set(report["models"]) == {"ecat", "teacher", "target_only", "mixed", "ecat_no_kd"}
-    assert set(report["models"]["ecat"]) == {"holdout", "next_day"}  # day 2 exists: evaluated too
+    assert set(report["models"]["ecat"]) == {"validation", "holdout"}
     for name in ("report.html", "auc_history.png", "metrics.csv"):
         assert (layout.report(DAYS[0]) / name).is_file()
     assert (layout.report(DAYS[0]) / "validation" / "summary.json").is_file()  # validate's output kept

@@ -240,7 +240,7 @@ def test_extreme_ratio_warns(lake: Layout, caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_held_out_target_rows_never_seed_the_walks(lake: Layout) -> None:
-    """Evaluation rows (the target holdout) neither seed the walks nor weigh the graph's edges."""
+    """Evaluation rows (validation and holdout users) neither seed the walks nor weigh the graph's edges."""
     from ecat_tasks.splits import split_target
 
     cfg = EcatConfig()
@@ -248,5 +248,5 @@ def test_held_out_target_rows_never_seed_the_walks(lake: Layout) -> None:
     manifest = json.loads((Path(m["path"]) / MANIFEST).read_text())
     days = manifest["window_days"]["target"]
     target = pd.concat([pq.read_table(lake.lake("target", d)).to_pandas() for d in days], ignore_index=True)
-    train, held = split_target(target, cfg)
-    assert len(held) and manifest["seeds"]["user"] == train["user_id"].nunique()
+    train, validation, held = split_target(target, cfg)
+    assert len(held) and len(validation) and manifest["seeds"]["user"] == train["user_id"].nunique()
