@@ -84,7 +84,7 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
     from ecat_tasks import domain_reweight, graph_select, student_distill, teacher_refresh, train_baselines
     from ecat_tasks.config import ABLATIONS, BASELINES
 
-    cfg = tiny_config(baselines=list(BASELINES), ablations=list(ABLATIONS))
+    cfg = tiny_config(baselines=list(BASELINES), ablations=list(ABLATIONS), student_hidden=[32, 16])
     ds = DAYS[0]
     seen: dict[str, list[pd.DataFrame]] = {}
 
