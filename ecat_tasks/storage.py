@@ -1,19 +1,25 @@
 """Storage layout under ECAT_HOME, atomic partition writes and JSON manifests.
 
-Every task writes into a temporary sibling directory and renames it into place only when
-complete, so a crash, a kill or a failed validation leaves the previous partition intact.
+Every task writes into a temporary sibling directory; when it is complete it becomes a
+versioned directory and the partition's pointer (``ds=D``, a symlink) is swapped onto it by
+one rename. A crash, a kill or a failed validation leaves the previous partition intact, and
+there is never a moment without one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
@@ -96,29 +102,126 @@ class Layout:
         )
 
 
+# Leftovers of killed writers: ".tmp-<name>-<id>" (being written), ".v-<name>-<id>" (a
+# version no pointer names), ".lnk-<name>-<id>" (a pointer not yet swapped in), ".old-<name>-<id>"
+# (the pre-versioning writer's previous partition).
+_LEFTOVER = re.compile(r"^\.(tmp|v|lnk|old)-(?P<name>.+)-(?P<id>[0-9a-f]{8,32})$")
+# Another partition's leftovers may belong to a writer still at work: swept only when older.
+STALE_AFTER_S = 6 * 3600
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    func = getattr(_LIBC, "renameat2", None) if _LIBC is not None else None
+    if func is None:
+        return False
+    if func(-100, os.fsencode(str(a)), -100, os.fsencode(str(b)), 2) == 0:  # AT_FDCWD, RENAME_EXCHANGE
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(a))
+
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:  # not a glibc/musl platform
+    _LIBC = None
+
+
+def publish_dir(complete: Path, final: Path) -> None:
+    """Make the finished directory ``complete`` the partition ``final``, with no moment without one.
+
+    ``final`` is a symlink to a versioned sibling ``.v-<name>-<id>``; publishing renames the new
+    version into place, then swaps the pointer by ``rename`` (atomic), then removes the previous
+    version. A kill between any two steps leaves either the old or the new partition readable;
+    what it leaves behind is swept by the next writer of the partition.
+    """
+    parent = final.parent
+    version = parent / f".v-{final.name}-{_uid()}"
+    os.replace(complete, version)
+    link = parent / f".lnk-{final.name}-{_uid()}"
+    os.symlink(version.name, link)
+    if final.is_symlink() or not final.exists():
+        previous = parent / os.readlink(final) if final.is_symlink() else None
+        os.replace(link, final)
+    elif _exchange(link, final):  # a plain directory from before versioning: swapped atomically
+        previous = link  # now the old directory
+    else:  # no atomic exchange on this platform: the one (microseconds) gap, once per partition
+        previous = parent / f".old-{final.name}-{_uid()}"
+        os.replace(final, previous)
+        os.replace(link, final)
+    if previous is not None and previous.name != version.name:
+        _remove(previous)
+
+
+def _remove(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_leftovers(parent: Path, name: str | None = None, stale_after_s: float = STALE_AFTER_S) -> list[str]:
+    """Remove killed writers' leftovers under ``parent``; returns what was removed.
+
+    Leftovers of partition ``name`` go at once (its writer is the caller); those of other
+    partitions only when older than ``stale_after_s``. A version a pointer names is never removed.
+    """
+    if not parent.is_dir():
+        return []
+    referenced = {os.readlink(p) for p in parent.iterdir() if p.is_symlink() and not p.name.startswith(".")}
+    now = time.time()
+    removed = []
+    for p in parent.iterdir():
+        m = _LEFTOVER.match(p.name)
+        if m is None or p.name in referenced:
+            continue
+        if m["name"] != name:
+            try:
+                if now - p.lstat().st_mtime < stale_after_s:
+                    continue
+            except FileNotFoundError:
+                continue
+        _remove(p)
+        removed.append(p.name)
+    if removed:
+        log.info("swept %d leftover(s) of killed writers under %s: %s", len(removed), parent, sorted(removed))
+    return removed
+
+
+def drop_partition(final: Path) -> None:
+    """Remove a published partition (pointer first, so readers never see half of it)."""
+    if final.is_symlink():
+        target = final.parent / os.readlink(final)
+        final.unlink()
+        _remove(target)
+    elif final.exists():
+        _remove(final)
+
+
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces ``final`` only if the block succeeds."""
+    """Yield a temporary directory that becomes ``final`` (see :func:`publish_dir`) only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    sweep_leftovers(final.parent, final.name)
+    tmp = final.parent / f".tmp-{final.name}-{_uid()}"
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    publish_dir(tmp, final)
 
 
 def clean_stale_tmp(parent: Path) -> None:
-    """Remove leftovers of killed writers (``.tmp-*``) so they never accumulate."""
-    if parent.is_dir():
-        for p in parent.glob(".tmp-*"):
-            shutil.rmtree(p, ignore_errors=True)
+    """Sweep leftovers of killed writers of other partitions of an area (see :func:`sweep_leftovers`)."""
+    sweep_leftovers(parent)
 
 
 def file_sha256(path: Path) -> str:

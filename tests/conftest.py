@@ -58,7 +58,7 @@ def extracted_home(tmp_path_factory: pytest.TempPathFactory, warehouse: Path) ->
 def layout(tmp_path: Path, extracted_home: Path) -> Layout:
     """A private copy of the extracted lake for one test to write into."""
     home = tmp_path / "home"
-    shutil.copytree(extracted_home, home)
+    shutil.copytree(extracted_home, home, symlinks=True)  # partitions are relative symlinks to versions
     return Layout(home)
 
 
