@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-BASELINES = ("target_only", "mixed", "finetune", "star")
+BASELINES = ("target_only", "mixed", "mixed_scenario", "finetune", "teacher_finetune", "star")
 ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd", "no_teacher_init")
 
 

@@ -1,9 +1,15 @@
 """train_baselines: the models ECAT must beat, and its ablations, trained side by side.
 
-Baselines (student-sized unless noted), each a continual chain of its own:
+Baselines (student-sized unless noted), each a continual chain of its own unless noted:
 - target_only: target-train rows only.
 - mixed: target plus every source row of the day, unweighted.
+- mixed_scenario: mixed, with the scenario as one more sparse field (its embedding enters
+  the pairwise products), so one model can learn where scenarios differ.
 - finetune: a pass over the day's source rows, then the target rows (pre-train, fine-tune).
+- teacher_finetune (teacher-sized): the day's teacher (weights, vocabularies, optimiser
+  state) fine-tuned on the target-train rows. It is not a chain of its own: every day starts
+  again from that day's teacher, which carries the continual state; yesterday's fine-tune is
+  discarded. The simplest transfer a platform team would try first.
 - star: a STAR-style multi-scenario model on the whole entire space with the scenario as
   input (shared plus scenario-specific weights); the platform's default choice.
 Ablations of ECAT (same student, one component off): no_graph (random candidates of the
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +30,7 @@ import pandas as pd
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.domain_reweight import reweight
 from ecat_tasks.inputs import source_day, target_day, weighted_candidates
-from ecat_tasks.models.continual import Phase, fit_day, load_model
+from ecat_tasks.models.continual import Phase, fit_day, load_model, checkpoint_arch
 from ecat_tasks.storage import Layout
 from ecat_tasks.student_distill import student_arch, train_student
 
@@ -45,15 +52,23 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     arch = student_arch(cfg)
     results: dict[str, dict[str, Any]] = {}
 
-    def fit(name: str, phases: list[Phase], model_arch: dict[str, Any] = arch) -> None:
-        results[name] = fit_day(name, ds, cfg, layout, phases, model_arch, cfg.student_lr, validation, task="train_baselines")
+    def fit(name: str, phases: list[Phase], model_arch: dict[str, Any] = arch, init_from: Path | None = None) -> None:
+        results[name] = fit_day(name, ds, cfg, layout, phases, model_arch, cfg.student_lr, validation,
+                                init_from=init_from, task="train_baselines")
 
     if "target_only" in cfg.baselines:
         fit("target_only", [Phase(target_train, cfg.student_epochs, name="target")])
     if "mixed" in cfg.baselines:
         fit("mixed", [Phase(pd.concat([target_train, source], ignore_index=True), cfg.student_epochs, name="target+all_source")])
+    if "mixed_scenario" in cfg.baselines:
+        fit("mixed_scenario", [Phase(pd.concat([target_train, source], ignore_index=True), cfg.student_epochs,
+                                     name="target+all_source")], {**arch, "kind": "ranking_scenario"})
     if "finetune" in cfg.baselines:
         fit("finetune", [Phase(source, 1, name="pretrain_source"), Phase(target_train, cfg.student_epochs, name="finetune_target")])
+    if "teacher_finetune" in cfg.baselines:
+        teacher_dir = layout.require(layout.model("teacher", ds))
+        fit("teacher_finetune", [Phase(target_train, cfg.student_epochs, name="finetune_target")],
+            checkpoint_arch(teacher_dir), init_from=teacher_dir)
     if "star" in cfg.baselines:
         fit("star", [Phase(pd.concat([target_train, source], ignore_index=True), 1, name="all_scenarios")],
             {**arch, "kind": "star"})

@@ -41,9 +41,15 @@ def scenario_codes(names: pd.Series) -> np.ndarray:
     return pd.util.hash_array(names.to_numpy(dtype=object), hash_key="ecat-scenarios00").view(np.int64)
 
 
+DERIVED_ARCH_KEYS = ("vocab_sizes", "n_dense")  # set from the data by fit_day, not chosen
+SCENARIO_KINDS = ("star", "ranking_scenario")  # networks that read the scenario index of each sample
+
+
 def build_network(arch: dict[str, Any], vocab_sizes: dict[str, int], n_dense: int) -> nn.Module:
     if arch["kind"] == "ranking":
         return RankingModel(vocab_sizes, n_dense, arch["embed_dim"], arch["hidden"])
+    if arch["kind"] == "ranking_scenario":
+        return RankingModel(vocab_sizes, n_dense, arch["embed_dim"], arch["hidden"], N_SCENARIO_BUCKETS)
     if arch["kind"] == "star":
         return StarModel(vocab_sizes, n_dense, arch["embed_dim"], arch["hidden"], N_SCENARIO_BUCKETS)
     raise CheckpointError(f"unknown model kind {arch['kind']!r}")
@@ -92,6 +98,12 @@ def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedMod
     return LoadedModel(model.to(device), enc, scen, arch, state.get("extra", {}))
 
 
+def checkpoint_arch(directory: Path) -> dict[str, Any]:
+    """The architecture a checkpoint was trained with, without the parts the data derives
+    (vocabulary sizes, dense width): what a model that starts from it must be built as."""
+    return {k: v for k, v in load_checkpoint(directory)["arch"].items() if k not in DERIVED_ARCH_KEYS}
+
+
 ExtraFn = Callable[[LoadedModel, pd.DataFrame], dict[str, Any]]
 LossFactory = Callable[[nn.Module, dict[str, nn.Module]], LossFn]
 
@@ -134,7 +146,7 @@ def fit_day(
 
     state = load_checkpoint(start_dir) if start_dir else None
     if state is not None:
-        derived = ("vocab_sizes", "n_dense")
+        derived = DERIVED_ARCH_KEYS
         if {k: v for k, v in state["arch"].items() if k not in derived} != {k: v for k, v in arch.items() if k not in derived}:
             raise CheckpointError(
                 f"checkpoint {start_dir / CHECKPOINT} was trained with {state['arch']}, this run asks for {arch}: "
@@ -146,10 +158,10 @@ def fit_day(
         src = embedding_init.encoders
         enc = Encoders({n: Vocabulary(v.ids.copy()) for n, v in src.vocabs.items()}, src.dense_mean.copy(),
                        src.dense_std.copy(), src.spec)
-        scen = Vocabulary() if arch["kind"] == "star" else None
+        scen = Vocabulary() if arch["kind"] in SCENARIO_KINDS else None
     else:
         enc = Encoders.fit(all_rows)
-        scen = Vocabulary() if arch["kind"] == "star" else None
+        scen = Vocabulary() if arch["kind"] in SCENARIO_KINDS else None
     old_sizes = enc.vocab_sizes() if state is not None else {n: 0 for n in enc.vocabs}
     if embedding_init is not None:
         for n, vocab in enc.vocabs.items():

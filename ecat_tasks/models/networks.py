@@ -66,18 +66,32 @@ def pairwise_products(fields: torch.Tensor) -> torch.Tensor:
 
 
 class RankingModel(nn.Module):
-    """Embeddings + pairwise products + MLP tower + logit: teacher, student, most baselines."""
+    """Embeddings + pairwise products + MLP tower + logit: teacher, student, most baselines.
 
-    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int]) -> None:
+    With ``n_scenarios`` > 0 the scenario is one more sparse field (its own embedding table,
+    ``scenario`` index per sample), so it enters the products with every other field: the
+    ``mixed_scenario`` baseline.
+    """
+
+    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int],
+                 n_scenarios: int = 0) -> None:
         super().__init__()
         self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
-        n = len(vocab_sizes)
-        self.tower = mlp(self.embedding.out_dim + n * (n - 1) // 2, hidden)
+        self.scenario_embedding = nn.Embedding(n_scenarios, embed_dim) if n_scenarios else None
+        if self.scenario_embedding is not None:
+            nn.init.normal_(self.scenario_embedding.weight, std=0.05)
+        n = len(vocab_sizes) + (1 if n_scenarios else 0)
+        self.tower = mlp(self.embedding.out_dim + (embed_dim if n_scenarios else 0) + n * (n - 1) // 2, hidden)
         self.head = nn.Linear(hidden[-1], 1)
         self.hidden_dim = hidden[-1]
 
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, scenario: torch.Tensor | None = None,
+                **_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         fields = self.embedding.fields(sparse)
+        if self.scenario_embedding is not None:
+            if scenario is None:
+                raise ValueError("this model takes the scenario as a feature: it needs the scenario index of every sample")
+            fields = torch.cat([fields, self.scenario_embedding(scenario).unsqueeze(1)], dim=1)
         x = torch.cat([fields.flatten(1), dense, pairwise_products(fields)], dim=1)
         h = self.tower(x)
         return self.head(h).squeeze(1), h

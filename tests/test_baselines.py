@@ -1,0 +1,81 @@
+"""The comparison models of train_baselines: each trains, warm-starts as documented, and the
+two transfer baselines (teacher_finetune, mixed_scenario) do what their names promise."""
+
+import numpy as np
+import torch
+
+from conftest import DAYS
+from ecat_tasks.config import BASELINES, EcatConfig
+from ecat_tasks.models.continual import load_model
+from ecat_tasks.models.data import read_lake
+from ecat_tasks.storage import read_manifest
+from ecat_tasks.teacher_refresh import teacher_refresh
+from ecat_tasks.train_baselines import train_baselines
+
+D1, D2 = DAYS
+
+
+def _state(layout, name, ds):
+    return {k: v.clone() for k, v in load_model(layout.model(name, ds)).model.state_dict().items()}
+
+
+def test_default_baselines_include_the_transfer_baselines():
+    assert {"teacher_finetune", "mixed_scenario"} <= set(EcatConfig().baselines) == set(BASELINES)
+
+
+def test_every_baseline_trains_and_warm_starts(layout, cfg):
+    cfg = cfg.replace(baselines=list(BASELINES))
+    for ds in DAYS:
+        teacher_refresh(ds, cfg, layout)
+        out = train_baselines(ds, cfg, layout)
+        assert set(out["models"]) == set(BASELINES)
+    for name in BASELINES:
+        m = read_manifest(layout.model(name, D2))
+        assert m["holdout_auc"] is not None and np.isfinite(m["losses"]).all(), name
+        if name == "teacher_finetune":
+            continue
+        # student-sized: the student's layers, and a continual chain of their own
+        assert m["arch"]["hidden"] == cfg.student_hidden and m["warm_start_ds"] == D1, name
+        assert m["warm_start_from"] == str(layout.model(name, D1)), name
+
+
+def test_teacher_finetune_starts_from_the_days_teacher_not_from_yesterday(layout, cfg):
+    cfg = cfg.replace(baselines=["teacher_finetune"])
+    teacher_refresh(D1, cfg, layout)
+    train_baselines(D1, cfg, layout)
+    teacher_refresh(D2, cfg, layout)
+    teacher_manifest = read_manifest(layout.model("teacher", D2))
+    # a near-zero learning rate: the fine-tune must come out equal to the day's teacher
+    train_baselines(D2, cfg.replace(student_lr=1e-6), layout)
+    m = read_manifest(layout.model("teacher_finetune", D2))
+    assert m["warm_start_from"] == str(layout.model("teacher", D2)) and m["warm_start_ds"] == D2
+    assert m["warm_start_checksum"] == teacher_manifest["checksum"] and not m["cold_start"]
+    assert m["arch"]["hidden"] == cfg.teacher_hidden and m["phases"][0]["name"] == "finetune_target"
+    teacher, tuned, yesterday = (_state(layout, "teacher", D2), _state(layout, "teacher_finetune", D2),
+                                 _state(layout, "teacher_finetune", D1))
+    assert tuned.keys() == teacher.keys()
+    for key, value in teacher.items():
+        assert torch.allclose(value, tuned[key], atol=1e-3), key
+    assert not all(torch.allclose(v[: yesterday[k].shape[0]] if ".tables." in k else v, yesterday[k], atol=1e-3)
+                   for k, v in tuned.items())
+    # the teacher's own checkpoint is only read
+    assert read_manifest(layout.model("teacher", D2))["checksum"] == teacher_manifest["checksum"]
+    # at the real learning rate it does move away from the teacher
+    train_baselines(D2, cfg, layout)
+    tuned = _state(layout, "teacher_finetune", D2)
+    assert not all(torch.allclose(v, tuned[k], atol=1e-3) for k, v in teacher.items())
+
+
+def test_mixed_scenario_reads_the_scenario(layout, cfg):
+    cfg = cfg.replace(baselines=["mixed_scenario"])
+    for ds in DAYS:
+        train_baselines(ds, cfg, layout)
+    m = read_manifest(layout.model("mixed_scenario", D2))
+    assert m["arch"]["kind"] == "ranking_scenario" and m["warm_start_ds"] == D1
+    loaded = load_model(layout.model("mixed_scenario", D2))
+    assert loaded.scenario_vocab is not None and len(loaded.scenario_vocab) > 2  # target and source scenarios
+    rows = read_lake([layout.lake("target", D2)]).head(500)
+    source_scenario = read_lake([layout.lake("source", D2)])["scenario"].iloc[0]
+    as_target = loaded.score(rows, cfg.label)
+    as_source = loaded.score(rows.assign(scenario=source_scenario), cfg.label)
+    assert np.abs(as_target - as_source).max() > 1e-4  # same rows, another scenario: another prediction
