@@ -44,6 +44,8 @@ class EcatConfig:
     min_source_rows: int = _f(1_000, "A source day with fewer rows fails validation.", minimum=1, maximum=1_000_000_000)
     label_rate_min: float = _f(0.0005, "Lowest plausible positive rate of the label.", minimum=0.0, maximum=1.0)
     label_rate_max: float = _f(0.6, "Highest plausible positive rate of the label.", minimum=0.0, maximum=1.0)
+    drift_psi_warn: float = _f(0.25, "Validate warns when a dense feature's PSI against the warm-start teacher's profile exceeds this.", minimum=0.0, maximum=100.0)
+    drift_psi_fail: float = _f(3.0, "Validate fails when a dense feature's PSI exceeds this (0 switches the failure off).", minimum=0.0, maximum=100.0)
     # --- graph selection ----------------------------------------------------------------
     graph_enabled: bool = _f(True, "Coarse graph selection on; off keeps a random sample of the same cap.")
     max_source_ratio: float = _f(20.0, "Keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
@@ -62,6 +64,7 @@ class EcatConfig:
     reweight_per_label: bool = _f(True, "Normalise and threshold the weights within each label class (keeps the candidates' label mix).")
     reweight_min_auc: float = _f(0.6, "Held-out discriminator AUC below which its weights are noise: every candidate keeps weight 1.", minimum=0.0, maximum=1.0)
     # --- models -------------------------------------------------------------------------
+    norm_momentum: float = _f(0.3, "Weight of each day's dense statistics in the normalisation a model keeps (EMA across days); 0 freezes the first day's.", minimum=0.0, maximum=1.0)
     embed_dim: int = _f(8, "Embedding size of every categorical feature.", minimum=2, maximum=256)
     teacher_hidden: list = _f([128, 64], "Teacher MLP layer sizes.", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)
     student_hidden: list = _f([64, 32], "Student MLP layer sizes (also every baseline).", type="array", items={"type": "integer", "minimum": 4, "maximum": 4096}, minItems=1, maxItems=6)

@@ -21,6 +21,7 @@ import pandas as pd
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.extract import CONTRACT_SCHEMA
 from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
+from ecat_tasks.models.data import dense_psi
 from ecat_tasks.storage import Layout, atomic_dir, read_manifest
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,27 @@ def _failure_lines(suite_result: Any) -> list[str]:
     return lines
 
 
+def dense_drift(ds: str, frame: pd.DataFrame, cfg: EcatConfig, layout: Layout) -> tuple[dict[str, Any], list[str]]:
+    """PSI of each dense feature of the day's entire space against the warm-start teacher's profile.
+
+    Warns above ``drift_psi_warn``; returns a failure line per feature above ``drift_psi_fail``.
+    """
+    prev = layout.latest_before("models/teacher", ds)
+    profile = read_manifest(layout.model("teacher", prev)).get("dense_profile") if prev else None
+    if not profile:
+        log.info("validate ds=%s: no warm-start teacher profile before this day, dense drift not checked", ds)
+        return {}, []
+    psi = dense_psi(frame, profile)
+    failed = []
+    for name, value in psi.items():
+        if cfg.drift_psi_fail and value > cfg.drift_psi_fail:
+            failed.append(f"dense drift({name}): PSI {value:.3f} > drift_psi_fail {cfg.drift_psi_fail} against the teacher of ds={prev}")
+        elif value > cfg.drift_psi_warn:
+            log.warning("validate ds=%s: dense drift of %s: PSI %.3f > drift_psi_warn %s against the teacher of ds=%s",
+                        ds, name, value, cfg.drift_psi_warn, prev)
+    return {"against": prev, "psi": {k: round(v, 4) for k, v in psi.items()}}, failed
+
+
 def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
     """Task entry point: run both suites; raise :class:`ValidationFailed` on any failure."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -112,6 +134,9 @@ def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: Featu
     frames = {d: _read(layout.require(layout.lake(d, ds))) for d in ("target", "source")}
     summary: dict[str, Any] = {"ds": ds, "domains": {}}
     failures: dict[str, list[str]] = {}
+    summary["drift"], drift_failures = dense_drift(ds, pd.concat(frames.values(), ignore_index=True), cfg, layout)
+    if drift_failures:
+        failures["drift"] = drift_failures
     report_dir = layout.report(ds) / "validation"
     with tempfile.TemporaryDirectory(prefix="ecat-gx-") as gx_root, atomic_dir(report_dir) as out:
         ctx = gx.get_context(mode="file", project_root_dir=gx_root)
@@ -162,6 +187,7 @@ def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: Featu
         ds, t["rows"], t["evaluated"], s["rows"], s["evaluated"], secs, (t["rows"] + s["rows"]) / max(secs, 1e-9), report_dir,
     )
     manifest = {"ds": ds, "report": str(report_dir), "target_rows": t["rows"], "source_rows": s["rows"],
+                "drift_psi": summary["drift"].get("psi", {}),
                 "target_checksum": read_manifest(layout.lake("target", ds))["checksum"],
                 "source_checksum": read_manifest(layout.lake("source", ds))["checksum"]}
     return manifest

@@ -133,6 +133,9 @@ def fit_day(
     model trains on rarely or never (held-out users, users seen only in the entire space)
     then carry what the entire space taught, not a random vector or the shared unseen-id row.
     On a cold start the dense normalisation is that model's too.
+
+    A warm start moves the dense statistics towards the day's rows (``norm_momentum``), and the
+    manifest keeps the model's dense profile, which ``validate`` checks the next day's data against.
     """
     t0 = time.perf_counter()
     generator = seed_everything(cfg.seed, cfg.torch_threads)
@@ -153,6 +156,7 @@ def fit_day(
                 f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"
             )
         enc = Encoders.from_state(state["encoders"])
+        enc.refresh(all_rows, cfg.norm_momentum)
         scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
     elif embedding_init is not None:
         src = embedding_init.encoders
@@ -213,6 +217,7 @@ def fit_day(
             losses=[round(x, 6) for x in losses],
             holdout_auc=holdout_auc,
             health=health,
+            dense_profile=enc.dense_profile(all_rows),
             new_ids=new_ids,
             arch=arch,
             lr=lr,

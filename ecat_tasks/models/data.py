@@ -52,9 +52,26 @@ class Vocabulary:
         return np.where(hit, self._order[pos] + 1, 0)
 
 
+# Dense normalisation. A column that is constant on the day the statistics were first fitted
+# has std 0: dividing by it turned the next day's values into ~1e6 and saturated every model.
+DENSE_STD_FLOOR = 0.05  # smallest scale, in log1p units
+DENSE_CLIP = 5.0  # standardised values are clipped to +-this
+# Bins (in standardised units) of the dense profile a model keeps for drift checks (PSI).
+DRIFT_EDGES = np.array([-np.inf, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, np.inf])
+_PSI_EPS = 1e-4
+
+
+def _log_dense(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    return np.log1p(np.clip(frame[spec.dense_names].to_numpy(np.float64), 0, None))
+
+
 @dataclass
 class Encoders:
-    """Everything needed to turn a frame into tensors the same way every day."""
+    """Everything needed to turn a frame into tensors the same way every day.
+
+    ``dense_mean``/``dense_std`` are the (log1p) dense statistics; :meth:`refresh` moves them
+    towards each new day's (an EMA kept with the checkpoint), :meth:`scale` floors the std.
+    """
 
     vocabs: dict[str, Vocabulary]
     dense_mean: np.ndarray
@@ -66,8 +83,33 @@ class Encoders:
         vocabs = {name: Vocabulary() for name in spec.sparse_names}
         for name, vocab in vocabs.items():
             vocab.grow(frame[name].to_numpy())
-        dense = np.log1p(np.clip(frame[spec.dense_names].to_numpy(np.float64), 0, None))
-        return cls(vocabs, dense.mean(0), dense.std(0) + 1e-6, spec)
+        dense = _log_dense(frame, spec)
+        return cls(vocabs, dense.mean(0), dense.std(0), spec)
+
+    def refresh(self, frame: pd.DataFrame, momentum: float) -> None:
+        """EMA of the dense mean and second moment towards ``frame``'s (weight ``momentum``)."""
+        if not len(frame) or momentum <= 0:
+            return
+        dense = _log_dense(frame, self.spec)
+        second = (1 - momentum) * (self.dense_std ** 2 + self.dense_mean ** 2) + momentum * (dense ** 2).mean(0)
+        self.dense_mean = (1 - momentum) * self.dense_mean + momentum * dense.mean(0)
+        self.dense_std = np.sqrt(np.clip(second - self.dense_mean ** 2, 0, None))
+
+    def scale(self) -> np.ndarray:
+        return np.maximum(self.dense_std, DENSE_STD_FLOOR)
+
+    def standardise(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.clip((_log_dense(frame, self.spec) - self.dense_mean) / self.scale(), -DENSE_CLIP, DENSE_CLIP)
+
+    def dense_profile(self, frame: pd.DataFrame) -> dict[str, dict[str, float | list[float]]]:
+        """Per dense feature: the statistics and the share of ``frame``'s rows in each drift bin."""
+        z = self.standardise(frame)
+        out: dict[str, dict[str, float | list[float]]] = {}
+        for j, name in enumerate(self.spec.dense_names):
+            counts = np.histogram(z[:, j], DRIFT_EDGES)[0]
+            out[name] = {"mean": float(self.dense_mean[j]), "std": float(self.dense_std[j]),
+                         "hist": [round(float(c), 6) for c in counts / max(len(z), 1)]}
+        return out
 
     def grow(self, frame: pd.DataFrame) -> dict[str, int]:
         return {name: vocab.grow(frame[name].to_numpy()) for name, vocab in self.vocabs.items()}
@@ -77,9 +119,7 @@ class Encoders:
 
     def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         sparse = np.stack([self.vocabs[n].lookup(frame[n].to_numpy()) for n in self.spec.sparse_names], axis=1)
-        dense = np.log1p(np.clip(frame[self.spec.dense_names].to_numpy(np.float64), 0, None))
-        dense = (dense - self.dense_mean) / self.dense_std
-        return torch.from_numpy(sparse), torch.from_numpy(dense.astype(np.float32))
+        return torch.from_numpy(sparse), torch.from_numpy(self.standardise(frame).astype(np.float32))
 
     def state(self) -> dict[str, torch.Tensor]:
         """Tensors only, so a checkpoint loads with ``weights_only=True``."""
@@ -92,6 +132,23 @@ class Encoders:
     def from_state(cls, state: dict[str, torch.Tensor], spec: FeatureSpec = DEFAULT_SPEC) -> "Encoders":
         vocabs = {n: Vocabulary(state[f"vocab.{n}"].numpy()) for n in spec.sparse_names}
         return cls(vocabs, state["dense_mean"].numpy(), state["dense_std"].numpy(), spec)
+
+
+def dense_psi(frame: pd.DataFrame, profile: dict[str, dict]) -> dict[str, float]:
+    """Population stability index of each profiled dense feature of ``frame`` against a model's profile.
+
+    ``frame`` is standardised with the profile's own statistics and binned like the profile.
+    """
+    out = {}
+    for name, ref in profile.items():
+        if name not in frame:
+            continue
+        x = np.log1p(np.clip(frame[name].to_numpy(np.float64), 0, None))
+        z = np.clip((x - ref["mean"]) / max(ref["std"], DENSE_STD_FLOOR), -DENSE_CLIP, DENSE_CLIP)
+        actual = np.maximum(np.histogram(z, DRIFT_EDGES)[0] / max(len(z), 1), _PSI_EPS)
+        expected = np.maximum(np.asarray(ref["hist"], dtype=np.float64), _PSI_EPS)
+        out[name] = float(((actual - expected) * np.log(actual / expected)).sum())
+    return out
 
 
 @dataclass
