@@ -233,10 +233,10 @@ def fit_day(
 def check_before_publish(name: str, ds: str, cfg: EcatConfig, loaded: LoadedModel, extras: dict[str, nn.Module],
                          losses: list[float], holdout: pd.DataFrame | None,
                          fallback: pd.DataFrame) -> tuple[dict[str, Any], float | None]:
-    """Health checks on the trained model (raise ModelHealthError) and its holdout AUC.
+    """Health checks on the trained model (raise ModelHealthError) and its AUC on ``holdout``.
 
-    Predictions are checked on ``holdout``, the rows the model did not train on; without
-    one (no caller today), on the last phase's rows.
+    Predictions are checked on ``holdout`` (the callers pass the validation slice: rows the
+    model did not train on); without one, on the last phase's rows.
     """
     rows = holdout if holdout is not None and len(holdout) else fallback
     probs = loaded.score(rows, cfg.label)
