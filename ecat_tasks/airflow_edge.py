@@ -49,6 +49,9 @@ HINTS = {
     "ModelHealthError": (
         "the model trained today is broken (NaN loss or weights, or constant predictions) and was not published: "
         "check the input data's dense columns and the warm-start checkpoint, then clear the task"),
+    "RegistryError": (
+        "the MLflow registry could not be read (server down, permissions, URI): promotion decided nothing and the "
+        "alias did not move; check ECAT_MLFLOW_TRACKING_URI and the server, then clear 'promote'"),
     "ValueError": "a parameter or input value is invalid: the message names it",
     "AirflowTaskTimeout": "the task ran past execution_timeout: check data volume and the task's log timings",
     "AirflowInactiveAssetInInletOrOutletException": (

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -86,8 +87,7 @@ class EcatConfig:
     ablations: list = _f(list(ABLATIONS), "ECAT ablations trained side by side.", type="array", items={"type": "string", "enum": list(ABLATIONS)}, uniqueItems=True)
     promote_min_lift: float = _f(0.0, "Student AUC must beat target-only by more than this.", minimum=-1.0, maximum=1.0)
     promote_tolerance: float = _f(0.005, "Student AUC may trail the current champion's by at most this.", minimum=0.0, maximum=1.0)
-    registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128)
-    mlflow_tracking_uri: str = _f("", "MLflow tracking URI; empty means SQLite under ECAT_HOME.", maxLength=1024)
+    registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # --- runtime ------------------------------------------------------------------------
     seed: int = _f(42, "Seed of every random choice and of training.", minimum=0, maximum=2**31 - 1)
     device: str = _f("cpu", "Torch device for training: cpu, cuda or cuda:N.", pattern="^(cpu|cuda(:[0-9]+)?)$")
@@ -100,6 +100,10 @@ class EcatConfig:
         if self.holdout_pct + self.validation_pct > 0.8:
             raise ValueError(f"holdout_pct ({self.holdout_pct}) + validation_pct ({self.validation_pct}) exceed 0.8: "
                              f"too few target users would be left to train on")
+        for f in fields(self):  # the params' patterns hold for the environment and direct callers too
+            pattern = f.metadata["schema"].get("pattern")
+            if pattern and not re.fullmatch(pattern, getattr(self, f.name)):
+                raise ValueError(f"config field {f.name!r}: {getattr(self, f.name)!r} does not match {pattern}")
         bad = set(self.baselines) - set(BASELINES)
         if bad:
             raise ValueError(f"baselines: unknown {sorted(bad)}; known {list(BASELINES)}")

@@ -17,7 +17,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.evaluate import METRICS_FILE, eval_sets
 from ecat_tasks.metrics import auc
 from ecat_tasks.storage import Layout
-from ecat_tasks.tracking import client, register_model
+from ecat_tasks.tracking import client, register_model, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +38,40 @@ def gate(student_auc: float, target_only_auc: float | None, champion_auc: float 
     return True, f"student AUC {student_auc:.4f} beats target_only {target_only_auc:.4f}; {vs}"
 
 
+class RegistryError(RuntimeError):
+    """The model registry could not be read: promotion cannot decide, so the task fails."""
+
+
+def current_champion(mc: Any, name: str, uri: str) -> Any:
+    """The ModelVersion the alias points at; None only when the model or its alias does not exist yet.
+
+    Every other registry error (server down, permission denied, bad name) raises
+    :class:`RegistryError`: treating it as "no champion" would promote past the real one.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            model = mc.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        number = model.aliases.get(ALIAS)
+        return None if number is None else mc.get_model_version(name, number)
+    except MlflowException as exc:
+        first = str(exc.message).splitlines()[0][:200]
+        raise RegistryError(f"cannot read alias '{ALIAS}' of registered model '{name}' at {uri}: "
+                            f"{exc.error_code}: {first}") from exc
+
+
 def champion_auc_today(cfg: EcatConfig, layout: Layout, ds: str) -> tuple[float | None, Any]:
     """The current champion scored on today's validation slice (None when there is no champion)."""
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     mc = client(cfg, layout.root)
-    try:
-        version = mc.get_model_version_by_alias(cfg.registered_model, ALIAS)
-    except MlflowException:
+    version = current_champion(mc, cfg.registered_model, tracking_uri(layout.root))
+    if version is None:
         return None, None
     validation = eval_sets(ds, cfg, layout)["validation"]
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@{ALIAS}")

@@ -1,6 +1,8 @@
 """MLflow plumbing: the tracking URI, one run per (ds, model), and the registry's pyfunc.
 
-The tracking store is SQLite under ECAT_HOME unless ``mlflow_tracking_uri`` names a server.
+The tracking store is a deployment setting, never a run param (a trigger must not choose where
+runs and models are written): ``ECAT_MLFLOW_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else
+SQLite under ECAT_HOME.
 A rerun of a day deletes that day's earlier runs before logging, so history holds one run
 per (ds, model), never duplicates.
 """
@@ -22,8 +24,10 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "ecat_daily"
 
 
-def tracking_uri(cfg: EcatConfig, root: Path) -> str:
-    return cfg.mlflow_tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+def tracking_uri(root: Path) -> str:
+    """The deployment's tracking (and registry) URI, from the worker's environment."""
+    return (os.environ.get("ECAT_MLFLOW_TRACKING_URI") or os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{root / 'mlflow.db'}")
 
 
 def client(cfg: EcatConfig, root: Path) -> Any:
@@ -32,7 +36,7 @@ def client(cfg: EcatConfig, root: Path) -> Any:
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    uri = tracking_uri(cfg, root)
+    uri = tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:

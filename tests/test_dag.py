@@ -89,7 +89,7 @@ def serialized() -> None:
 @pytest.mark.parametrize(
     "conf, field",
     [({"batch_size": 3}, "batch_size"), ({"label": "purchase"}, "label"), ({"device": "tpu"}, "device"),
-     ({"baselines": ["xgboost"]}, "baselines")],
+     ({"baselines": ["xgboost"]}, "baselines"), ({"registered_model": "../../tmp/evil"}, "registered_model")],
 )
 def test_trigger_with_bad_conf_is_refused_naming_the_field(serialized: None, conf: dict, field: str) -> None:
     out = _airflow("dags", "trigger", "ecat_daily", "--conf", json.dumps(conf))
