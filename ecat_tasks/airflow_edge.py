@@ -4,15 +4,19 @@ The DAG file calls :func:`run_step` with a step name; this module builds the typ
 from the run's params, opens the warehouse through the Airflow connection when the step
 needs it, calls the step's plain function and returns its small manifest for XCom. Heavy
 libraries (torch, dgl, GX) are imported only inside the step, never when the DAG is parsed.
+Failures and promotion decisions also go to on-call by mail (:class:`OnCallNotifier`).
 """
 
 from __future__ import annotations
 
+import html
 import importlib
 import logging
 import os
 import time
 from typing import Any, Mapping
+
+from airflow.sdk import BaseNotifier
 
 from ecat_tasks.config import EcatConfig
 
@@ -91,18 +95,73 @@ def run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
             connection.close()
     else:
         manifest = func(ds, cfg)
+    if step == "promote":
+        notify_promotion(ds, manifest)
     log.info("step %s ds=%s finished in %.1fs", step, ds, time.perf_counter() - t0)
     return manifest
 
 
 def on_failure(context: Mapping[str, Any]) -> None:
-    """Failure callback: one short diagnosis line an on-call engineer can act on."""
+    """Failure callback: one short diagnosis line an on-call engineer can act on, logged and sent."""
     ti = context.get("task_instance")
     exc = context.get("exception")
     kind = type(exc).__name__ if exc is not None else "unknown"
     hint = HINTS.get(kind, "read the task log above the traceback; the last ecat_tasks line says how far it got")
-    log.error(
-        "ECAT FAILURE dag=%s task=%s ds=%s try=%s error=%s: %s | what to do: %s",
+    line = "ECAT FAILURE dag=%s task=%s ds=%s try=%s error=%s: %s | what to do: %s" % (
         getattr(ti, "dag_id", "?"), getattr(ti, "task_id", "?"), context.get("ds"),
         getattr(ti, "try_number", "?"), kind, str(exc).splitlines()[0][:300] if exc else "", hint,
     )
+    log.error("%s", line)
+    notify_oncall(f"ECAT FAILURE {getattr(ti, 'task_id', '?')} ds={context.get('ds')}: {kind}",
+                  f"{line}\n\nlog: {getattr(ti, 'log_url', None) or 'see the task log'}", context)
+
+
+def notify_promotion(ds: str, decision: Mapping[str, Any]) -> None:
+    """Tell on-call what promote decided (promoted or refused, and why)."""
+    verdict = f"PROMOTED version {decision.get('version')}" if decision.get("promoted") else "NOT promoted"
+    notify_oncall(f"ECAT promote ds={ds}: {verdict}", f"promote ds={ds}: {verdict}: {decision.get('reason')}", {"ds": ds})
+
+
+def notify_oncall(subject: str, body: str, context: Mapping[str, Any]) -> None:
+    """Send through :class:`OnCallNotifier`; a mail that cannot go out is logged, never raised."""
+    try:
+        OnCallNotifier(subject, body)(dict(context))
+    except Exception as exc:  # the failure being reported (or the decision made) matters more than the mail
+        log.warning("on-call notification '%s' could not be sent: %s: %s", subject, type(exc).__name__, exc)
+
+
+class OnCallNotifier(BaseNotifier):
+    """An Airflow notifier that mails on-call through the SMTP provider's :class:`SmtpNotifier`.
+
+    Configured by the Airflow connection ``ECAT_SMTP_CONN_ID`` (default ``ecat_smtp``): host,
+    port, login/password, and in its extra ``to`` (recipients) and ``from_email``, plus the
+    provider's own keys (``disable_tls``, ``disable_ssl``, ``timeout``, ``retry_limit``). Without
+    that connection it sends nothing (a log line says so). Subject and body are plain text,
+    never rendered as templates (an error message may contain braces).
+    """
+
+    template_fields = ()
+
+    def __init__(self, subject: str, body: str, conn_id: str | None = None) -> None:
+        super().__init__()
+        self.subject, self.body = subject, body
+        self.conn_id = conn_id or os.environ.get("ECAT_SMTP_CONN_ID", "ecat_smtp")
+
+    def notify(self, context: Any) -> None:
+        from airflow.sdk import BaseHook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            conn = BaseHook.get_connection(self.conn_id)
+        except AirflowNotFoundException:
+            log.info("no Airflow connection '%s': on-call notification not sent (%s)", self.conn_id, self.subject)
+            return
+        to = conn.extra_dejson.get("to")
+        if not to:
+            log.warning("connection '%s' has no 'to' in its extra: on-call notification not sent (%s)", self.conn_id, self.subject)
+            return
+        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+        SmtpNotifier(to=to, subject=self.subject, html_content=f"<pre>{html.escape(self.body)}</pre>",
+                     smtp_conn_id=self.conn_id).notify(context)
+        log.info("on-call notified through connection '%s': %s", self.conn_id, self.subject)
