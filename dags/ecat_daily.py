@@ -1,6 +1,6 @@
 """ecat_daily: one run per date partition ``ds``; wiring only, every body is one call.
 
-extract -> validate -> {graph_select -> domain_reweight, teacher_refresh, train_baselines}
+extract (to staging) -> validate (publishes to the lake) -> {graph_select -> domain_reweight, teacher_refresh, train_baselines}
 -> student_distill -> evaluate -> promote. Logic lives in ``ecat_tasks``; see README.
 """
 
@@ -52,12 +52,11 @@ TRAIN = dict(queue=TRAIN_QUEUE, depends_on_past=True, execution_timeout=timedelt
     doc_md=__doc__,
 )
 def ecat_daily() -> None:
-    @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True,
-          outlets=[_asset("lake/source"), _asset("lake/target")])
+    @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
     def extract(ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("extract", ds, params)
 
-    @task(retries=0, outlets=[_asset("reports/validation")])
+    @task(retries=0, outlets=[_asset("lake/source"), _asset("lake/target"), _asset("reports/validation")])
     def validate(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("validate", ds, params)
 

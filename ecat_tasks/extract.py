@@ -1,9 +1,11 @@
-"""extract: warehouse ``samples`` -> ``lake/{source,target}/ds=`` Parquet partitions.
+"""extract: warehouse ``samples`` -> ``staging/ds=/{source,target}`` Parquet partitions.
 
-Extracts the day ``ds`` (always, replacing it) and any day of the lookback window that the
-lake lacks, so graph selection and a teacher cold start find their history. Rows stream in
-batches into temporary directories that are renamed into place only when every partition
-of the day is complete: an empty target day or an unknown scenario leaves the lake as it was.
+Extracts the day ``ds`` (always, replacing its staging) and any day of the lookback window
+that the lake lacks, so graph selection and a teacher cold start find their history once
+validate has checked and published them. Nothing here is read by training: only a passing
+``validate`` moves a day from staging into the lake. Rows stream in batches into a temporary
+directory that becomes the staged day only when both domains are complete: an empty target
+day or an unknown scenario leaves staging and the lake as they were.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.sql import bind, load_sql, paramstyle_of
-from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, drop_partition, shift_ds, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +93,11 @@ def _known_scenarios(connection: Any, ds: str, lookback_days: int) -> list[str]:
 
 
 def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, int]:
-    """Extract one day into both domains atomically; returns rows per domain."""
-    with atomic_dir(layout.lake("target", ds)) as tgt_tmp, atomic_dir(layout.lake("source", ds)) as src_tmp:
+    """Stage one day, both domains in one atomic step; returns rows per domain."""
+    with atomic_dir(layout.staging_day(ds)) as day_tmp:
+        tgt_tmp, src_tmp = day_tmp / "target", day_tmp / "source"
+        tgt_tmp.mkdir()
+        src_tmp.mkdir()
         n_target = _write_domain(connection, "target", ds, cfg, tgt_tmp)
         if n_target == 0:
             known = _known_scenarios(connection, ds, cfg.lookback_days)
@@ -113,15 +118,14 @@ def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout) -> di
 
 
 def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
-    """Task entry point: extract ``ds`` and backfill missing lookback days into the lake."""
+    """Task entry point: stage ``ds`` and the lookback days the lake lacks, for validate to check."""
     layout = layout or Layout()
     t0 = time.perf_counter()
-    for domain in ("source", "target"):
-        clean_stale_tmp(layout.root / "lake" / domain)
+    clean_stale_tmp(layout.root / "staging")
     days = [ds]
     for back in range(1, cfg.lookback_days):
         day = shift_ds(ds, -back)
-        if not all((layout.lake(d, day) / "_manifest.json").is_file() for d in ("source", "target")):
+        if not layout.lake_has(day):
             days.append(day)
     counts: dict[str, dict[str, int]] = {}
     counts[ds] = extract_day(connection, ds, cfg, layout)
@@ -131,21 +135,23 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
             counts[day] = extract_day(connection, day, cfg, layout)
         except EmptyTargetError:
             no_history.append(day)
+            drop_partition(layout.staging_day(day))  # an older staging of it must not be published now
     if no_history:
         log.info("lookback days without target rows in the warehouse (history starts later): %s", sorted(no_history))
     secs = time.perf_counter() - t0
     rows = sum(c["target"] + c["source"] for c in counts.values())
     manifest = {
         "ds": ds,
-        "target_path": str(layout.lake("target", ds)),
-        "source_path": str(layout.lake("source", ds)),
+        "target_path": str(layout.staging("target", ds)),
+        "source_path": str(layout.staging("source", ds)),
         "target_rows": counts[ds]["target"],
         "source_rows": counts[ds]["source"],
         "days_extracted": sorted(counts),
         "seconds": round(secs, 2),
     }
     log.info(
-        "extract ds=%s: target=%d rows, source=%d rows -> %s; lookback days extracted=%d; %d rows in %.1fs (%.0f rows/s)",
-        ds, counts[ds]["target"], counts[ds]["source"], layout.root / "lake", len(counts) - 1, rows, secs, rows / max(secs, 1e-9),
+        "extract ds=%s: target=%d rows, source=%d rows -> %s (staged for validate); lookback days extracted=%d; "
+        "%d rows in %.1fs (%.0f rows/s)",
+        ds, counts[ds]["target"], counts[ds]["source"], layout.root / "staging", len(counts) - 1, rows, secs, rows / max(secs, 1e-9),
     )
     return manifest

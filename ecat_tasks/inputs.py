@@ -1,6 +1,7 @@
 """Reading a day's inputs from the lake: target split, source, lookback window, candidates.
 
-Every reader goes through :meth:`Layout.require`, so a missing partition fails with its
+Every reader reads the lake, which holds validated days only (validate publishes them from
+staging), and goes through :meth:`Layout.require`, so a missing partition fails with its
 path and the name of the task that should have written it.
 """
 
@@ -36,7 +37,7 @@ def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
     days = []
     for back in range(cfg.lookback_days - 1, -1, -1):
         day = shift_ds(ds, -back)
-        if all((layout.lake(d, day) / "_manifest.json").is_file() for d in ("source", "target")):
+        if layout.lake_has(day):
             days.append(day)
     return days
 

@@ -32,8 +32,8 @@ MANIFEST = "_manifest.json"
 
 # Which task writes which area: used to name the culprit when a partition is missing.
 WRITERS = {
-    "lake/source": "extract",
-    "lake/target": "extract",
+    "lake": "extract",
+    "staging": "extract",
     "selection/graph": "graph_select",
     "selection/weights": "domain_reweight",
     "models/teacher": "teacher_refresh",
@@ -68,8 +68,23 @@ class Layout:
         parse_ds(ds)
         return self.root / area / f"ds={ds}"
 
+    def lake_day(self, ds: str) -> Path:
+        """A validated day: ``source/`` and ``target/`` behind one pointer, published together by validate."""
+        return self.partition("lake", ds)
+
     def lake(self, domain: str, ds: str) -> Path:
-        return self.partition(f"lake/{domain}", ds)
+        return self.lake_day(ds) / domain
+
+    def staging_day(self, ds: str) -> Path:
+        """An extracted day waiting for validation; no reader but validate looks here."""
+        return self.partition("staging", ds)
+
+    def staging(self, domain: str, ds: str) -> Path:
+        return self.staging_day(ds) / domain
+
+    def lake_has(self, ds: str) -> bool:
+        """Whether ``ds`` is published (validated) in the lake, both domains."""
+        return all((self.lake(d, ds) / MANIFEST).is_file() for d in ("source", "target"))
 
     def model(self, name: str, ds: str) -> Path:
         area = f"models/{name}" if name in ("teacher", "student") else f"models/baselines/{name}"
@@ -96,8 +111,9 @@ class Layout:
             return path
         rel = path.relative_to(self.root).parent.as_posix() if path.is_relative_to(self.root) else str(path)
         writer = next((task for area, task in WRITERS.items() if rel.startswith(area)), "an upstream task")
+        published = " and published by 'validate' once the day passes validation" if rel.startswith("lake") else ""
         raise MissingPartitionError(
-            f"missing partition {path} (no {MANIFEST}); it is written by task '{writer}': "
+            f"missing partition {path} (no {MANIFEST}); it is written by task '{writer}'{published}: "
             f"run or clear '{writer}' for this ds first"
         )
 
@@ -217,6 +233,29 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     publish_dir(tmp, final)
+
+
+def publish_staged(layout: Layout, ds: str) -> Path:
+    """Publish the staged day ``ds`` (both domains under one pointer) into the lake, then drop the staging.
+
+    Files are hard-linked (copied where links are impossible): staging stays intact until the
+    lake's pointer is swapped, so a kill at any moment leaves a day that a retry can publish.
+    """
+    staged = layout.require(layout.staging("target", ds)).parent
+    layout.require(layout.staging("source", ds))
+    final = layout.lake_day(ds)
+    with atomic_dir(final) as tmp:
+        for domain in ("target", "source"):
+            shutil.copytree(staged / domain, tmp / domain, copy_function=_link_or_copy)
+    drop_partition(layout.staging_day(ds))
+    return final
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def clean_stale_tmp(parent: Path) -> None:

@@ -1,8 +1,9 @@
-"""validate: Great Expectations 1.x suites over the extracted source and target partitions.
+"""validate: Great Expectations 1.x suites over the staged source and target partitions.
 
 A failed suite raises :class:`ValidationFailed` whose message lists every failed
 expectation with counts and example values, after writing the results (JSON) and GX's HTML
-data docs under ``reports/ds=/validation/``. Downstream tasks never start on bad data.
+data docs under ``reports/ds=/validation/``. Only a day that passes is published from
+staging into the lake, so downstream tasks never read bad data.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.extract import CONTRACT_SCHEMA
 from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
 from ecat_tasks.models.data import dense_psi
-from ecat_tasks.storage import Layout, atomic_dir, read_manifest
+from ecat_tasks.storage import Layout, atomic_dir, drop_partition, publish_staged, read_manifest, shift_ds
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +123,15 @@ def dense_drift(ds: str, frame: pd.DataFrame, cfg: EcatConfig, layout: Layout) -
     return {"against": prev, "psi": {k: round(v, 4) for k, v in psi.items()}}, failed
 
 
-def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
-    """Task entry point: run both suites; raise :class:`ValidationFailed` on any failure."""
+def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+    """Run both suites on the staged day ``ds``; raise :class:`ValidationFailed` on any failure."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # keep task logs readable
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    layout = layout or Layout()
     t0 = time.perf_counter()
-    frames = {d: _read(layout.require(layout.lake(d, ds))) for d in ("target", "source")}
+    frames = {d: _read(layout.require(layout.staging(d, ds))) for d in ("target", "source")}
     summary: dict[str, Any] = {"ds": ds, "domains": {}}
     failures: dict[str, list[str]] = {}
     summary["drift"], drift_failures = dense_drift(ds, pd.concat(frames.values(), ignore_index=True), cfg, layout)
@@ -176,7 +176,8 @@ def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: Featu
         lines = [f"  [{d}] {line}" for d, ls in failures.items() for line in ls]
         log.error("validate ds=%s FAILED: %d expectation(s); report %s", ds, len(lines), report_dir)
         raise ValidationFailed(
-            f"validation of ds={ds} failed ({len(lines)} expectation(s)); nothing downstream runs. "
+            f"validation of ds={ds} failed ({len(lines)} expectation(s)); the day is not published (the lake keeps "
+            f"its previous partition, if any) and nothing downstream runs. "
             f"Fix the warehouse data (or the bounds params) and clear 'extract' for this ds.\n"
             + "\n".join(lines) + f"\nFull report: {report_dir}/data_docs/index.html"
         )
@@ -186,8 +187,46 @@ def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: Featu
         "(%.0f rows/s); report %s",
         ds, t["rows"], t["evaluated"], s["rows"], s["evaluated"], secs, (t["rows"] + s["rows"]) / max(secs, 1e-9), report_dir,
     )
-    manifest = {"ds": ds, "report": str(report_dir), "target_rows": t["rows"], "source_rows": s["rows"],
-                "drift_psi": summary["drift"].get("psi", {}),
-                "target_checksum": read_manifest(layout.lake("target", ds))["checksum"],
-                "source_checksum": read_manifest(layout.lake("source", ds))["checksum"]}
+    return {"ds": ds, "report": str(report_dir), "target_rows": t["rows"], "source_rows": s["rows"],
+            "drift_psi": summary["drift"].get("psi", {})}
+
+
+def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+    """Task entry point: validate the staged day and its staged lookback days; publish what passes.
+
+    The lake holds validated days only: every reader (graph window, teacher cold start,
+    next-day evaluation) reads the lake, never staging. ``ds`` failing raises
+    :class:`ValidationFailed` and publishes nothing, so a failed rerun leaves the day's previous
+    partition, and everything trained from it, as they were. A lookback day that fails is not
+    published (a warning names it and its report): history then lacks that day.
+    """
+    layout = layout or Layout()
+    manifest = validate_day(ds, cfg, layout, spec)
+    published, rejected = [], {}
+    for back in range(1, cfg.lookback_days):
+        day = shift_ds(ds, -back)
+        staged = layout.staging_day(day)
+        if layout.lake_has(day):
+            drop_partition(staged)  # left by a validate killed after publishing it
+            continue
+        if not staged.exists():
+            continue
+        try:
+            validate_day(day, cfg, layout, spec)
+        except ValidationFailed as exc:
+            rejected[day] = str(exc).splitlines()[1:]
+            log.warning("validate ds=%s: lookback day %s failed validation and is NOT published (history lacks it); "
+                        "report %s", ds, day, layout.report(day) / "validation")
+            continue
+        publish_staged(layout, day)
+        published.append(day)
+    publish_staged(layout, ds)
+    manifest.update(
+        lake_path=str(layout.lake_day(ds)),
+        target_checksum=read_manifest(layout.lake("target", ds))["checksum"],
+        source_checksum=read_manifest(layout.lake("source", ds))["checksum"],
+        lookback_published=sorted(published), lookback_rejected=rejected,
+    )
+    log.info("validate ds=%s: published %s to the lake (lookback days published=%s, rejected=%s)",
+             ds, ds, sorted(published), sorted(rejected))
     return manifest

@@ -29,7 +29,7 @@ def test_extract_writes_both_domains_with_manifests(tmp_path, warehouse):
         m = extract(con, DAYS[1], tiny_config(), layout)
     assert m["days_extracted"] == list(DAYS)  # the missing lookback day came along
     for domain in ("source", "target"):
-        part = layout.lake(domain, DAYS[1])
+        part = layout.staging(domain, DAYS[1])
         table = pq.read_table(part)
         manifest = read_manifest(part)
         assert manifest["rows"] == table.num_rows > 0
@@ -44,20 +44,21 @@ def test_rerun_replaces_partition_identically(tmp_path, warehouse):
     cfg = tiny_config(lookback_days=1)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         extract(con, DAYS[0], cfg, layout)
-        first = read_manifest(layout.lake("source", DAYS[0]))["checksum"]
+        first = read_manifest(layout.staging("source", DAYS[0]))["checksum"]
         extract(con, DAYS[0], cfg, layout)
-    assert read_manifest(layout.lake("source", DAYS[0]))["checksum"] == first
-    assert not list((tmp_path / "lake" / "source").glob(".tmp-*"))
+    assert read_manifest(layout.staging("source", DAYS[0]))["checksum"] == first
+    assert not list((tmp_path / "staging").glob(".tmp-*"))
+    assert not (tmp_path / "lake").exists()  # nothing is published before validate
 
 
 def test_unknown_target_scenario_fails_and_keeps_previous_partition(tmp_path, warehouse):
     layout = Layout(tmp_path)
     with duckdb.connect(str(warehouse), read_only=True) as con:
         extract(con, DAYS[0], tiny_config(lookback_days=1), layout)
-        before = read_manifest(layout.lake("target", DAYS[0]))["checksum"]
+        before = read_manifest(layout.staging("target", DAYS[0]))["checksum"]
         with pytest.raises(EmptyTargetError, match="unknown target scenario 'no_such_app'.*mini_app"):
             extract(con, DAYS[0], tiny_config(lookback_days=1, target_scenario="no_such_app"), layout)
-    assert read_manifest(layout.lake("target", DAYS[0]))["checksum"] == before
+    assert read_manifest(layout.staging("target", DAYS[0]))["checksum"] == before
 
 
 def test_empty_target_day_is_a_named_failure(tmp_path, warehouse):
@@ -67,7 +68,7 @@ def test_empty_target_day_is_a_named_failure(tmp_path, warehouse):
         con.execute("DELETE FROM samples WHERE scenario = 'mini_app' AND ds = DATE '2026-03-02'")
         with pytest.raises(EmptyTargetError, match="no rows on 2026-03-02"):
             extract(con, DAYS[1], tiny_config(), Layout(tmp_path / "home"))
-    assert not (tmp_path / "home" / "lake" / "source" / f"ds={DAYS[1]}").exists()
+    assert not Layout(tmp_path / "home").staging_day(DAYS[1]).exists()
 
 
 def test_missing_warehouse_column_is_named(tmp_path, warehouse):
@@ -77,4 +78,4 @@ def test_missing_warehouse_column_is_named(tmp_path, warehouse):
         con.execute("ALTER TABLE samples DROP COLUMN item_price")
         with pytest.raises(Exception, match="item_price"):
             extract(con, DAYS[0], tiny_config(lookback_days=1), Layout(tmp_path / "home"))
-    assert not (tmp_path / "home" / "lake" / "target" / f"ds={DAYS[0]}").exists()
+    assert not Layout(tmp_path / "home").staging_day(DAYS[0]).exists()

@@ -177,12 +177,14 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Layout:
     duckdb = pytest.importorskip("duckdb")
     from ecat_tasks.extract import extract
     from ecat_tasks.synthetic import seed_warehouse
+    from ecat_tasks.validate import validate
 
     root = tmp_path_factory.mktemp("graph_select")
     seed_warehouse(root / "warehouse.duckdb", "2026-03-01", 3, 60_000)
     layout = Layout(root / "home")
     with duckdb.connect(str(root / "warehouse.duckdb"), read_only=True) as con:
         extract(con, DS, EcatConfig(), layout)
+    validate(DS, EcatConfig(), layout)  # publishes the day and its lookback days into the lake
     return layout
 
 

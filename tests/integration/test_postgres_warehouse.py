@@ -107,7 +107,7 @@ def _lake(layout: Layout, days: list[str]) -> dict[tuple[str, str], pa.Table]:
     out = {}
     for domain in ("source", "target"):
         for ds in days:
-            table = pq.read_table(layout.lake(domain, ds))
+            table = pq.read_table(layout.staging(domain, ds))  # extracted, before validate
             out[(domain, ds)] = table.select(CONTRACT_SCHEMA.names).sort_by("sample_id")
     return out
 
