@@ -8,20 +8,30 @@ For every seed the benchmark builds a fresh world in a temporary directory (its 
 * ``--data synthetic``: the warehouse is seeded by :mod:`ecat_tasks.synthetic` with
   ``World(seed=seed)``, so the seed changes the world (users, items, tastes) and the rows.
 * ``--data movielens``: MovieLens-100K mapped by :mod:`bench.movielens` (target genre a
-  parameter, ``--target-genre``). The data is fixed; the seed changes the held-out users.
+  parameter, ``--target-genre``: Film-Noir, or Western, the second target fixed in
+  ``bench/RESULTS.md`` before any result was seen). The data is fixed.
 
-In both cases the seed is also the run's config ``seed`` (held-out split of the target
-users, the random-walk streams, weight init and batch order of every model). Every day is
-then run through Airflow, in date order, with ``airflow dags test ecat_daily <ds> --conf``;
+In both cases the seed is also the run's config ``seed``: the seed-salted validation and
+cold-start slices of the target users, the random-walk streams, weight init and batch order
+of every model. Every day is then run through Airflow, in date order, with ``airflow dags test ecat_daily <ds> --conf``;
 a day counts only when ``airflow dags list-runs`` reports its DAG run ``success`` and its
 ``reports/ds=<ds>/metrics.json`` exists (the benchmark stops at the first failed day).
 
-Metric of a model for one seed: the mean over the last ``--eval-days`` days of its metrics
-on that day's held-out target users (``holdout`` in ``metrics.json``: target users of ``ds``
-never trained on by any model). The table gives mean ± sample std over seeds, and ECAT's
-lift over every other model, paired by seed (``ECAT - model`` per seed, then mean ± std);
-a lift is *beyond the seed spread* when its mean exceeds its std over seeds and it has the
-same sign in every seed. For logloss lower is better, so its lift is ``model - ECAT``.
+Primary metric: **next day**. The models of day ``d`` (trained through ``d``) score every
+target row of ``d + 1``, which no model has trained on; the benchmark loads each day's
+checkpoints and scores them itself (so the per-row scores are at hand for the bootstrap) and,
+where ``metrics.json`` of ``d`` already holds a ``next_day`` entry (the pipeline's next-day
+scoring), checks that its own AUC equals it. Secondary: **cold start**, the same-day holdout
+users of ``d`` (``holdout`` in ``metrics.json``: users new to the mini-app that day). Both are
+averaged over the last ``--eval-days`` days that have a next day (default: all of them), then
+mean ± std over seeds.
+
+Uncertainty: ECAT's lift over every other model by a paired bootstrap over users (1,000
+resamples, :func:`ecat_tasks.metrics.pooled_bootstrap_lift`), pooled over every (seed, day):
+each resample draws each day's next-day users with replacement and averages the per-day
+lifts. Lift is ``ECAT - model`` (``model - ECAT`` for logloss), so positive is ECAT better.
+"Ahead" means the pooled 95% interval excludes 0 on ECAT's side *and* ECAT's lift is positive
+in every seed (mean over that seed's days); "behind" the mirror; anything else "not separated".
 
 The table is printed and (unless ``--no-write``) written into ``bench/RESULTS.md``, section
 ``## Quality``, subsection of the data set (replaced on rerun, other subsections kept),
@@ -57,21 +67,22 @@ OUT_DIR = ROOT / "bench" / "out"
 PY = sys.executable
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 METRICS = ("auc", "gauc", "logloss")
+VIEWS = ("next_day", "cold_start")  # primary, secondary
 HIGHER_IS_BETTER = {"auc": True, "gauc": True, "logloss": False}
 
 log = logging.getLogger("bench.quality")
 
-# Per data set: benchmark defaults (days, rows, eval days) and the config the data needs.
+# Per data set: benchmark defaults (days, rows) and the config the data needs.
 DATASETS: dict[str, dict[str, Any]] = {
     "synthetic": {
-        "start_ds": "2026-03-01", "days": 3, "rows": 400_000, "eval_days": 2,
+        "start_ds": "2026-03-01", "days": 3, "rows": 400_000,
         # ~12k target rows a day (~2.4k held out); fewer rows leave every model near AUC 0.6 and
         # the seed-to-seed noise larger than the differences between models
         "conf": {},
     },
     "movielens": {
-        "start_ds": "2026-01-01", "days": 7, "rows": None, "eval_days": 6,
-        # Film-Noir: ~1.7k ratings over 7 days (~250 a day), click = rating >= 4 (~55%)
+        "start_ds": "2026-01-01", "days": 7, "rows": None,
+        # Film-Noir 1,733 ratings, Western 1,854, over 7 days (~250 a day); click = rating >= 4
         "conf": {"min_target_rows": 50, "min_source_rows": 100, "label_rate_max": 0.8},
     },
 }
@@ -171,16 +182,63 @@ def run_direct(days: list[str], conf: dict[str, Any], ecat_home: Path, warehouse
         log.info("  ds=%s: steps done in %.0fs", ds, time.perf_counter() - t0)
 
 
-def read_metrics(ecat_home: Path, eval_days: list[str]) -> dict[str, dict[str, float]]:
-    """model -> metric -> mean over ``eval_days`` of the holdout metric."""
-    per_day = [json.loads((ecat_home / "reports" / f"ds={ds}" / "metrics.json").read_text())["models"] for ds in eval_days]
-    out: dict[str, dict[str, float]] = {}
-    for model in per_day[-1]:
-        out[model] = {m: float(sum(d[model]["holdout"][m] for d in per_day) / len(per_day)) for m in METRICS}
+def eval_pairs(days: list[str], eval_days: int) -> list[tuple[str, str]]:
+    """(day whose models are evaluated, the next day they score): the last ``eval_days`` with a next day."""
+    return list(zip(days[:-1], days[1:]))[-eval_days:]
+
+
+def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per evaluated day: the next day's target users and labels and every model's scores of them.
+
+    Where the pipeline already wrote ``next_day`` into the day's ``metrics.json``, its AUC must
+    equal ours: the benchmark reports what the pipeline measures, nothing of its own.
+    """
+    from ecat_tasks.config import EcatConfig
+    from ecat_tasks.evaluate import models_to_evaluate
+    from ecat_tasks.metrics import auc
+    from ecat_tasks.storage import Layout
+    from ecat_tasks.summary import next_day_scores
+
+    cfg = EcatConfig.from_mapping(conf, env={})
+    layout = Layout(ecat_home)
+    out = []
+    for ds, nxt in pairs:
+        users, labels, scores = next_day_scores(layout, ds, nxt, models_to_evaluate(cfg), cfg.label)
+        reported = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]
+        for model, s in scores.items():
+            pipeline = reported.get(model, {}).get("next_day")
+            if pipeline and not math.isclose(pipeline["auc"], auc(labels, s), abs_tol=1e-6):
+                raise RuntimeError(f"{model} ds={ds}: next-day AUC {auc(labels, s):.6f} here, "
+                                   f"{pipeline['auc']:.6f} in metrics.json: the benchmark scores differently")
+        out.append({"ds": ds, "scored_ds": nxt, "users": users, "labels": labels, "scores": scores})
     return out
 
 
-def run_seed(args: argparse.Namespace, seed: int, conf_base: dict[str, Any]) -> dict[str, Any]:
+def day_metrics(ecat_home: Path, scored: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """ds -> model -> {"next_day": metrics, "cold_start": metrics} (cold start from metrics.json)."""
+    from ecat_tasks.metrics import all_metrics
+
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for day in scored:
+        reported = json.loads((ecat_home / "reports" / f"ds={day['ds']}" / "metrics.json").read_text())["models"]
+        out[day["ds"]] = {
+            model: {"next_day": {k: v for k, v in all_metrics(day["users"], day["labels"], s).items() if k in METRICS},
+                    "cold_start": {k: float(reported[model]["holdout"][k]) for k in METRICS}}
+            for model, s in day["scores"].items()
+        }
+    return out
+
+
+def seed_means(per_day: dict[str, dict[str, dict[str, dict[str, float]]]]) -> dict[str, dict[str, dict[str, float]]]:
+    """view ("next_day" / "cold_start") -> model -> metric -> mean over the evaluated days."""
+    days = list(per_day.values())
+    return {view: {model: {k: float(sum(d[model][view][k] for d in days) / len(days)) for k in METRICS}
+                   for model in days[-1]}
+            for view in VIEWS}
+
+
+def run_seed(args: argparse.Namespace, seed: int, conf_base: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One seed's summary (JSON-able) and its scored next days (for the bootstrap)."""
     days = days_of(args.start_ds, args.days)
     conf = {**conf_base, "seed": seed}
     root = Path(tempfile.mkdtemp(prefix=f"ecat-quality-{args.data}-s{seed}-", dir=args.tmp_dir))
@@ -196,10 +254,13 @@ def run_seed(args: argparse.Namespace, seed: int, conf_base: dict[str, Any]) -> 
             run_airflow(days, conf, ecat_home, airflow_home)
         else:
             run_direct(days, conf, ecat_home, warehouse)
-        metrics = read_metrics(ecat_home, days[-args.eval_days:])
+        scored = score_next_day(ecat_home, conf, eval_pairs(days, args.eval_days))
+        per_day = day_metrics(ecat_home, scored)
+        means = seed_means(per_day)
         secs = time.perf_counter() - t0
-        log.info("seed %d done in %.0fs: ECAT AUC %.4f", seed, secs, metrics["ecat"]["auc"])
-        return {"seed": seed, "seconds": round(secs, 1), "data": stats, "metrics": metrics, "home": str(root)}
+        log.info("seed %d done in %.0fs: ECAT next-day AUC %.4f", seed, secs, means["next_day"]["ecat"]["auc"])
+        run = {"seed": seed, "seconds": round(secs, 1), "data": stats, **means, "per_day": per_day, "home": str(root)}
+        return run, scored
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
@@ -220,16 +281,32 @@ def _ms(xs: Sequence[float], digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if not math.isnan(std) else f"{mean:.{digits}f}"
 
 
-def lift_of(runs: list[dict[str, Any]], model: str, metric: str) -> dict[str, Any]:
-    """ECAT's paired lift over ``model`` (positive = ECAT better) and whether it beats the spread."""
+def lift_of(runs: list[dict[str, Any]], model: str, metric: str, pooled: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """ECAT's lift over ``model`` (positive = ECAT better): the pooled interval and each seed's lift."""
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    diffs = [sign * (r["metrics"]["ecat"][metric] - r["metrics"][model][metric]) for r in runs]
-    mean, std = mean_std(diffs)
-    same_sign = all(d > 0 for d in diffs) or all(d < 0 for d in diffs)
-    beyond = len(diffs) > 1 and same_sign and abs(mean) > std
-    verdict = ("ECAT ahead" if mean > 0 else "ECAT behind") if beyond else "within spread"
-    return {"diffs": diffs, "mean": mean, "std": std, "wins": sum(d > 0 for d in diffs), "beyond": beyond,
-            "verdict": verdict}
+    per_seed = [sign * (r["next_day"]["ecat"][metric] - r["next_day"][model][metric]) for r in runs]
+    p = pooled[metric]
+    if p["ahead"] and all(d > 0 for d in per_seed):
+        verdict = "ECAT ahead"
+    elif p["behind"] and all(d < 0 for d in per_seed):
+        verdict = "ECAT behind"
+    else:
+        verdict = "not separated"
+    return {**p, "per_seed": per_seed, "wins": sum(d > 0 for d in per_seed), "verdict": verdict}
+
+
+def lifts(runs: list[dict[str, Any]], scored: list[list[dict[str, Any]]], n_resamples: int) -> dict[str, dict[str, Any]]:
+    """model -> metric -> ECAT's pooled next-day lift over the model (every seed's days pooled)."""
+    from ecat_tasks.metrics import pooled_bootstrap_lift
+
+    out = {}
+    for model in model_order(runs[0]["next_day"]):
+        if model == "ecat":
+            continue
+        groups = [(d["users"], d["labels"], d["scores"]["ecat"], d["scores"][model]) for seed_days in scored for d in seed_days]
+        pooled = pooled_bootstrap_lift(groups, n_resamples=n_resamples, seed=0)
+        out[model] = {k: lift_of(runs, model, k, pooled) for k in METRICS}
+    return out
 
 
 def model_order(models: Sequence[str]) -> list[str]:
@@ -247,27 +324,28 @@ def kind_of(model: str) -> str:
     return "ablation" if model.startswith("ecat_") else "baseline"
 
 
-def tables(runs: list[dict[str, Any]]) -> str:
-    models = model_order(runs[0]["metrics"])
-    lines = ["| model | kind | AUC | GAUC | logloss |", "| --- | --- | --- | --- | --- |"]
+def tables(runs: list[dict[str, Any]], lift: dict[str, dict[str, Any]], n_resamples: int) -> str:
+    models = model_order(runs[0]["next_day"])
+    lines = ["| model | kind | next-day AUC | next-day GAUC | next-day logloss | cold-start AUC | cold-start GAUC "
+             "| cold-start logloss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in models:
-        cells = [_ms([r["metrics"][m][k] for r in runs]) for k in METRICS]
+        cells = [_ms([r[view][m][k] for r in runs]) for view in VIEWS for k in METRICS]
         name = f"**{m}**" if m == "ecat" else m
         lines.append(f"| {name} | {kind_of(m)} | " + " | ".join(cells) + " |")
-    lines += ["", "ECAT's lift over each model, paired by seed (mean ± std over seeds; wins = seeds where ECAT is "
-              "better; logloss lift = model − ECAT, so positive is ECAT better):", "",
-              "| vs model | kind | ΔAUC | wins | AUC verdict | ΔGAUC | wins | ΔGAUC verdict | Δlogloss | wins |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     n = len(runs)
+    lines += ["", f"ECAT's next-day lift over each model: point lift, pooled 95% paired-bootstrap interval over users "
+              f"({n_resamples:,} resamples, every seed's days pooled), seeds where ECAT is better, verdict "
+              "(ahead/behind: the interval excludes 0 and every seed agrees). Logloss lift = model − ECAT, so "
+              "positive is ECAT better.", "",
+              "| vs model | kind | ΔAUC [95% CI] | seeds | AUC verdict | ΔGAUC [95% CI] | seeds | GAUC verdict "
+              "| Δlogloss [95% CI] | seeds | logloss verdict |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in models:
         if m == "ecat":
             continue
-        la, lg, ll = (lift_of(runs, m, k) for k in METRICS)
-        lines.append(
-            f"| {m} | {kind_of(m)} | {la['mean']:+.4f} ± {la['std']:.4f} | {la['wins']}/{n} | {la['verdict']} | "
-            f"{lg['mean']:+.4f} ± {lg['std']:.4f} | {lg['wins']}/{n} | {lg['verdict']} | "
-            f"{ll['mean']:+.4f} ± {ll['std']:.4f} | {ll['wins']}/{n} |"
-        )
+        cells = [f"{x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] | {x['wins']}/{n} | {x['verdict']}"
+                 for x in (lift[m][k] for k in METRICS)]
+        lines.append(f"| {m} | {kind_of(m)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -289,17 +367,24 @@ def machine_facts() -> dict[str, str]:
             "torch": torch.__version__, "os": platform.platform()}
 
 
-def section_text(args: argparse.Namespace, runs: list[dict[str, Any]], conf: dict[str, Any], wall: float,
-                 command: str) -> str:
+def section_key(args: argparse.Namespace) -> str:
+    """RESULTS.md subsection of a run: one per data set and target genre."""
+    if args.data == "synthetic":
+        return "nextday-synthetic"
+    return "nextday-movielens-" + re.sub(r"[^a-z0-9]+", "-", args.target_genre.lower()).strip("-")
+
+
+def section_text(args: argparse.Namespace, runs: list[dict[str, Any]], lift: dict[str, dict[str, Any]],
+                 conf: dict[str, Any], wall: float, command: str) -> str:
     facts = machine_facts()
     per_seed = ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs)
     title = {"synthetic": "Synthetic entire space",
              "movielens": f"MovieLens-100K (target genre {args.target_genre})"}[args.data]
-    days = days_of(args.start_ds, args.days)
+    pairs = eval_pairs(days_of(args.start_ds, args.days), args.eval_days)
     data_line = (f"{args.days} days × {args.rows:,} rows/day from {args.start_ds}, world seed = seed"
                  if args.data == "synthetic" else
                  f"ML-100K cut into {args.days} days from {args.start_ds}, target = {args.target_genre} ratings "
-                 f"({runs[0]['data'].get('target_rows', '?')} rows); the seed changes the held-out users")
+                 f"({runs[0]['data'].get('target_rows', '?')} rows); the data is fixed")
     head = [
         f"### {title}",
         "",
@@ -308,23 +393,25 @@ def section_text(args: argparse.Namespace, runs: list[dict[str, Any]], conf: dic
         f"{facts['torch']} with {facts['torch_threads']} threads; shared machine. Runner: "
         f"{'`airflow dags test` per day, every DAG run checked `success`' if args.runner == 'airflow' else 'in-process step functions (not Airflow)'}; "
         f"wall time {wall / 60:.1f} min for {len(runs)} seed(s) ({per_seed} min each).  ",
-        f"Data: {data_line}. Seeds {[r['seed'] for r in runs]} (config `seed` = seed). "
-        f"Metrics: held-out target users, mean over the last {args.eval_days} day(s) "
-        f"({', '.join(days[-args.eval_days:])}), then mean ± std over seeds.  ",
+        f"Data: {data_line}. Seeds {[r['seed'] for r in runs]} (config `seed` = seed: slices and training). "
+        f"Primary: next day, the models of {', '.join(d for d, _ in pairs)} scored on every target row of the day "
+        f"after; secondary: cold start, the same day's held-out target users. Mean over those {len(pairs)} day(s), "
+        f"then mean ± std over seeds.  ",
         f"Config overrides (`--conf`): `{json.dumps({k: v for k, v in conf.items() if k != 'seed'}, sort_keys=True)}` "
         f"(everything else: `ecat_tasks/config.py` defaults).",
         "",
     ]
-    return "\n".join(head) + "\n" + tables(runs) + "\n"
+    return "\n".join(head) + "\n" + tables(runs, lift, args.n_resamples) + "\n"
 
 
 QUALITY_INTRO = """## Quality
 
-Offline ranking quality of ECAT on held-out target users, against its teacher, the baselines
-and its own ablations, by `bench/quality.py` (see its docstring for the protocol: a fresh
-warehouse, `ECAT_HOME` and `AIRFLOW_HOME` per seed, every day run through `airflow dags test`,
-metrics read from `reports/ds=*/metrics.json`). "Beyond the seed spread" means the paired
-lift (ECAT − model, per seed) has the same sign in every seed and its mean exceeds its std.
+Offline ranking quality of ECAT against its teacher, the baselines and its own ablations, by
+`bench/quality.py` (see its docstring for the protocol: a fresh warehouse, `ECAT_HOME` and
+`AIRFLOW_HOME` per seed, every day run through `airflow dags test`). Primary: next-day
+metrics (the models of day d on every target row of d + 1); secondary: the same-day
+cold-start holdout. Lifts come with a paired bootstrap over users pooled over days and seeds;
+"ahead" means the 95% interval excludes 0 and every seed agrees.
 """
 
 
@@ -356,7 +443,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--days", type=int, help="days to run (synthetic 3, movielens 7)")
     p.add_argument("--rows", type=int, help="synthetic rows per day (400000)")
     p.add_argument("--start-ds", help="first day (synthetic 2026-03-01, movielens 2026-01-01)")
-    p.add_argument("--eval-days", type=int, help="average holdout metrics over the last N days (synthetic 2, movielens 6: all but the cold-start day)")
+    p.add_argument("--eval-days", type=int, help="average over the last N days that have a next day (default: all of them)")
+    p.add_argument("--n-resamples", type=int, default=1000, help="bootstrap resamples of the lift intervals")
     p.add_argument("--target-genre", default="Film-Noir", help="movielens: genre whose ratings are the target")
     p.add_argument("--conf", default="{}", help="JSON config overrides for every run (on top of the data set's)")
     p.add_argument("--runner", choices=["airflow", "direct"], default="airflow")
@@ -370,7 +458,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.days = args.days or d["days"]
     args.rows = args.rows or d["rows"]
     args.start_ds = args.start_ds or d["start_ds"]
-    args.eval_days = min(args.eval_days or d["eval_days"], args.days)
+    if args.days < 2:
+        p.error("--days must be at least 2: the primary metric scores day d's models on day d + 1")
+    args.eval_days = min(args.eval_days or args.days - 1, args.days - 1)
     return args
 
 
@@ -382,21 +472,28 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("ecat_tasks").setLevel(logging.WARNING)
     conf = {**DATASETS[args.data]["conf"], **json.loads(args.conf)}
     t0 = time.perf_counter()
-    runs = []
+    runs, scored = [], []
     for seed in args.seeds:
-        runs.append(run_seed(args, seed, conf))
+        run, days = run_seed(args, seed, conf)
+        runs.append(run)
+        scored.append(days)
+    t1 = time.perf_counter()
+    lift = lifts(runs, scored, args.n_resamples)
+    log.info("bootstrap of %d lifts over %d (seed, day) groups in %.1fs", len(lift), sum(map(len, scored)),
+             time.perf_counter() - t1)
     wall = time.perf_counter() - t0
     command = ".venv/bin/python -m bench.quality " + " ".join(shlex.quote(a) for a in raw_argv)
-    text = section_text(args, runs, conf, wall, command)
+    text = section_text(args, runs, lift, conf, wall, command)
     print()
     print(text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    raw = OUT_DIR / f"quality-{args.data}{('-' + args.tag) if args.tag else ''}.json"
-    raw.write_text(json.dumps({"command": command, "conf": conf, "runs": runs, "wall_s": wall,
+    key = section_key(args)
+    raw = OUT_DIR / f"quality-{key}{('-' + args.tag) if args.tag else ''}.json"
+    raw.write_text(json.dumps({"command": command, "conf": conf, "runs": runs, "lift": lift, "wall_s": wall,
                                "machine": machine_facts()}, indent=2))
     if not args.no_write and args.runner == "airflow":
-        write_results(args.results, args.data, text)
-        print(f"wrote {args.results} (## Quality / {args.data}) and {raw}")
+        write_results(args.results, key, text)
+        print(f"wrote {args.results} (## Quality / {key}) and {raw}")
     else:
         print(f"wrote {raw} ({'--no-write' if args.no_write else 'direct runner'}: RESULTS.md untouched)")
     return 0
