@@ -1,18 +1,20 @@
 """ecat_daily: one run per date partition ``ds``; wiring only, every body is one call.
 
-extract (to staging) -> validate (publishes to the lake) -> {graph_select -> domain_reweight, teacher_refresh, train_baselines}
--> student_distill -> evaluate -> promote. Logic lives in ``ecat_tasks``; see README.
+check_conf -> wait_for_data (sensor) -> extract (to staging) -> validate (publishes to the lake)
+-> {graph_select -> domain_reweight, teacher_refresh, train_baselines} -> student_distill -> evaluate
+-> promote. Logic lives in ``ecat_tasks``; see README.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 from airflow.sdk import Asset, Param, dag, task
 
-from ecat_tasks.airflow_edge import on_failure, run_step
+from ecat_tasks.airflow_edge import data_landed, on_failure, run_step
 from ecat_tasks.config import ecat_home, param_schema
 
 HOME = ecat_home()
@@ -32,6 +34,10 @@ def _param(spec: dict) -> Param:
 
 
 TRAIN = dict(queue=TRAIN_QUEUE, depends_on_past=True, execution_timeout=timedelta(hours=2))
+# wait_for_data frees its worker slot between pokes (reschedule) and fails after the timeout.
+DATA_WAIT = dict(mode="reschedule", retries=0,
+                 poke_interval=float(os.environ.get("ECAT_DATA_POKE_INTERVAL_S", "300")),
+                 timeout=float(os.environ.get("ECAT_DATA_WAIT_TIMEOUT_S", str(6 * 3600))))
 
 
 @dag(
@@ -52,8 +58,16 @@ TRAIN = dict(queue=TRAIN_QUEUE, depends_on_past=True, execution_timeout=timedelt
     doc_md=__doc__,
 )
 def ecat_daily() -> None:
+    @task(retries=0, execution_timeout=timedelta(minutes=5))
+    def check_conf(ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("check_conf", ds, params)
+
+    @task.sensor(**DATA_WAIT)
+    def wait_for_data(_: dict, ds: str | None = None) -> Any:
+        return data_landed(ds)
+
     @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
-    def extract(ds: str | None = None, params: dict | None = None) -> dict:
+    def extract(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("extract", ds, params)
 
     @task(retries=0, outlets=[_asset("lake/source"), _asset("lake/target"), _asset("reports/validation")])
@@ -88,7 +102,7 @@ def ecat_daily() -> None:
     def promote(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("promote", ds, params)
 
-    validated = validate(extract())
+    validated = validate(extract(wait_for_data(check_conf())))
     weights = domain_reweight(graph_select(validated))
     teacher = teacher_refresh(validated)
     student = student_distill(weights, teacher)

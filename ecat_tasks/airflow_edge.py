@@ -19,6 +19,7 @@ from typing import Any, Mapping
 from airflow.sdk import BaseNotifier
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.errors import PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ WAREHOUSE_CONN_ID = os.environ.get("ECAT_WAREHOUSE_CONN_ID", "ecat_warehouse")
 
 # step name -> "module:function"; every step takes (ds, cfg, layout) and returns a manifest.
 STEPS = {
+    "check_conf": "ecat_tasks.config:check_conf",
     "extract": "ecat_tasks.extract:extract",
     "validate": "ecat_tasks.validate:validate",
     "graph_select": "ecat_tasks.graph_select:graph_select",
@@ -49,6 +51,10 @@ HINTS = {
     "MissingPartitionError": "an upstream partition is missing: run or clear the task named in the message for this ds",
     "ValidationFailed": "the day's data broke an expectation: read the listed failures and the data docs; fix the load, then clear 'extract'",
     "EmptyTargetError": "no target rows for this day: check the warehouse load or the target_scenario param",
+    "SchemaError": "the warehouse table lacks a contract column or has values of the wrong type (named, with the day): fix the load, then clear 'extract'",
+    "WarehouseQueryError": "the warehouse refused the extraction query (not a connection or lock error): read the message, fix the table or SQL, then clear 'extract'",
+    "ConfigError": "a run parameter is unknown or invalid (named, with the closest valid name): trigger again with a corrected --conf",
+    "AirflowSensorTimeout": "the day's rows never landed in the warehouse within ECAT_DATA_WAIT_TIMEOUT_S: check the upstream load, then clear 'wait_for_data'",
     "CheckpointError": "a checkpoint is unreadable or does not match the model: restore it or re-run the chain from the day that wrote it",
     "ModelHealthError": (
         "the model trained today is broken (NaN loss or weights, or constant predictions) and was not published: "
@@ -80,9 +86,60 @@ def warehouse_connection(conn_id: str = WAREHOUSE_CONN_ID) -> Any:
     return BaseHook.get_connection(conn_id).get_hook().get_conn()
 
 
+def fail_fast(exc: PermanentError) -> BaseException:
+    """Airflow's no-retry failure for an error retrying cannot heal; the original stays its cause."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    err = AirflowFailException(f"{type(exc).__name__}: {exc}")
+    err.__cause__ = exc
+    return err
+
+
 def run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one pipeline step for ``ds`` with the run's params; return its manifest."""
+    """Run one pipeline step for ``ds`` with the run's params; return its manifest.
+
+    Data and config errors (:class:`PermanentError`) fail the task at once, without retries.
+    """
     _setup_logging()
+    try:
+        return _run_step(step, ds, params)
+    except PermanentError as exc:
+        log.error("%s ds=%s failed without retry (%s: the same input fails the same way every try)",
+                  step, ds, type(exc).__name__)
+        raise fail_fast(exc) from exc
+
+
+def data_landed(ds: str) -> Any:
+    """One poke of ``wait_for_data``: done once the warehouse holds rows of ``ds``.
+
+    A connection or lock error counts as "not yet" (the sensor pokes again until its timeout);
+    any other warehouse error fails at once.
+    """
+    from airflow.sdk import PokeReturnValue
+
+    from ecat_tasks.extract import WarehouseQueryError, is_transient, rows_landed
+
+    _setup_logging()
+    try:
+        connection = warehouse_connection()
+        try:
+            rows = rows_landed(connection, ds)
+        finally:
+            connection.close()
+    except Exception as exc:
+        if not is_transient(exc):
+            raise fail_fast(WarehouseQueryError(f"counting the warehouse rows of ds={ds} failed: {exc}")) from exc
+        log.warning("wait_for_data ds=%s: warehouse not reachable yet (%s: %s); poking again",
+                    ds, type(exc).__name__, str(exc).splitlines()[0][:200])
+        rows = 0
+    if rows:
+        log.info("wait_for_data ds=%s: %d rows of the day are in the warehouse", ds, rows)
+    else:
+        log.info("wait_for_data ds=%s: no rows of the day in the warehouse yet; waiting (rescheduled)", ds)
+    return PokeReturnValue(is_done=rows > 0, xcom_value={"ds": ds, "rows": rows})
+
+
+def _run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
     cfg = config_from_params(params)
     module_name, func_name = STEPS[step].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
@@ -105,6 +162,8 @@ def on_failure(context: Mapping[str, Any]) -> None:
     """Failure callback: one short diagnosis line an on-call engineer can act on, logged and sent."""
     ti = context.get("task_instance")
     exc = context.get("exception")
+    if type(exc).__name__ == "AirflowFailException" and isinstance(exc.__cause__, PermanentError):
+        exc = exc.__cause__  # the project's error names the column, the day or the param
     kind = type(exc).__name__ if exc is not None else "unknown"
     hint = HINTS.get(kind, "read the task log above the traceback; the last ecat_tasks line says how far it got")
     line = "ECAT FAILURE dag=%s task=%s ds=%s try=%s error=%s: %s | what to do: %s" % (

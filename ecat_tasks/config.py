@@ -10,12 +10,18 @@ imports it at parse time.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
+
+from ecat_tasks.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -127,15 +133,26 @@ class EcatConfig:
                 merged[name] = _coerce(name, f, raw)
         for key, value in (values or {}).items():
             if key not in known:
-                raise ValueError(f"unknown config field {key!r}; known fields: {sorted(known)}")
+                raise ConfigError(unknown_field_message(key, known))
             merged[key] = _coerce(key, known[key], value) if isinstance(value, str) else value
-        return cls(**merged)
+        try:
+            return cls(**merged)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "EcatConfig":
         return dataclasses.replace(self, **changes)
+
+
+def unknown_field_message(key: str, known: Mapping[str, Any] | None = None) -> str:
+    """``unknown config field 'x'; did you mean 'y'?`` (the closest valid name, when one is close)."""
+    names = sorted(known if known is not None else EcatConfig.__dataclass_fields__)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}?" if close else f"valid fields: {names}"
+    return f"unknown config field {key!r}; {hint}"
 
 
 def _coerce(name: str, f: dataclasses.Field, raw: str) -> Any:
@@ -158,7 +175,7 @@ def _coerce(name: str, f: dataclasses.Field, raw: str) -> Any:
             return value
         return raw
     except ValueError as exc:
-        raise ValueError(f"config field {name!r}: cannot read {raw!r} as {type(default).__name__}") from exc
+        raise ConfigError(f"config field {name!r}: cannot read {raw!r} as {type(default).__name__}") from exc
 
 
 def param_schema(env: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
@@ -172,6 +189,16 @@ def param_schema(env: Mapping[str, str] | None = None) -> dict[str, dict[str, An
             schema["type"] = {bool: "boolean", int: "integer", float: "number", str: "string"}[type(value)]
         out[f.name] = {"default": value, "description": f.metadata["doc"], **schema}
     return out
+
+
+def check_conf(ds: str, cfg: EcatConfig) -> dict[str, Any]:
+    """The run's first task: by now the params built ``cfg`` (an unknown or invalid key failed
+    at once, naming it); log what the run changes from the defaults."""
+    defaults = EcatConfig.from_mapping(env={}).to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
+    log.info("check_conf ds=%s: %d params valid, %d differ from the defaults: %s", ds, len(defaults), len(changed),
+             json.dumps(changed, sort_keys=True))
+    return {"ds": ds, "changed": changed}
 
 
 # --- locations ------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.errors import DataError, PermanentError
 from ecat_tasks.sql import bind, load_sql, paramstyle_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, drop_partition, shift_ds, write_manifest
 
@@ -34,8 +36,27 @@ CONTRACT_SCHEMA = pa.schema([
 ])
 
 
-class EmptyTargetError(ValueError):
+class EmptyTargetError(DataError):
     """The target scenario has no rows for the day: never train a silent empty model."""
+
+
+class SchemaError(DataError):
+    """The warehouse lacks a contract column, or one arrives with values of the wrong type."""
+
+
+class WarehouseQueryError(DataError):
+    """The warehouse refused an extraction query for a reason other than connection or lock."""
+
+
+# Warehouse errors that can heal by themselves (a lost connection, a lock held by a loader):
+# the task's retries are for these. Matched by class name along the MRO, so no driver import.
+TRANSIENT = {"IOException", "ConnectionException", "TransactionException", "OperationalError", "InterfaceError",
+             "OSError", "TimeoutError", "ConnectionError"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is a connection or lock error of the warehouse (worth a retry)."""
+    return any(k.__name__ in TRANSIENT for k in type(exc).__mro__)
 
 
 def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows: int) -> Iterator[pa.RecordBatch]:
@@ -57,12 +78,64 @@ def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows:
         cursor.close()
 
 
-def _conform(batch: pa.RecordBatch) -> pa.Table:
-    """Cast a batch to the warehouse contract, naming any missing column."""
+def _missing_columns_message(missing: list[str], ds: str) -> str:
+    return (f"warehouse table samples has no column(s) {missing} on ds={ds}; the samples contract needs them: "
+            f"fix the warehouse load (or the contract); retrying cannot help")
+
+
+def _check_columns(connection: Any, ds: str) -> None:
+    """Name the contract columns the warehouse table lacks, before any query that would need them."""
+    sql, bound = bind(load_sql("samples_columns"), {}, paramstyle_of(connection))
+    if type(connection).__module__.startswith("duckdb"):
+        description = connection.execute(sql, bound).description
+    else:
+        cursor = connection.cursor()
+        try:
+            cursor.execute(sql, bound)
+            description = cursor.description
+        finally:
+            cursor.close()
+    present = {d[0] for d in description}
+    missing = [name for name in CONTRACT_SCHEMA.names if name not in present]
+    if missing:
+        raise SchemaError(_missing_columns_message(missing, ds))
+
+
+def _uncastable(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, list[Any]]:
+    """(rows, a few example values) of ``column`` that cannot be read as ``target``."""
+    bad = []
+    for value in pc.unique(column).to_pylist()[:100_000]:
+        try:
+            pa.array([value], type=column.type).cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            bad.append(value)
+    if not bad:
+        return len(column), []
+    rows = int(pc.sum(pc.is_in(column, value_set=pa.array(bad, type=column.type))).as_py() or 0)
+    return rows, bad[:5]
+
+
+def _conform(batch: pa.RecordBatch, ds: str) -> pa.Table:
+    """Cast a batch to the warehouse contract, naming a missing column or a column of the wrong type."""
     missing = [f.name for f in CONTRACT_SCHEMA if f.name not in batch.schema.names]
     if missing:
-        raise ValueError(f"warehouse query returned no column(s) {missing}; the samples contract needs them")
+        raise SchemaError(_missing_columns_message(missing, ds))
     table = pa.Table.from_batches([batch]).select(CONTRACT_SCHEMA.names)
+    try:
+        return table.cast(CONTRACT_SCHEMA)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        pass
+    for f in CONTRACT_SCHEMA:  # which column: the cast error names neither it nor the day
+        column = table.column(f.name)
+        try:
+            column.cast(f.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            rows, examples = _uncastable(column, f.type)
+            raise SchemaError(
+                f"warehouse column {f.name!r} on ds={ds}: {rows} of {len(column)} rows (in a batch) cannot be read as "
+                f"{f.type} (it arrives as {column.type}); examples {examples}. Fix the warehouse load or the "
+                f"column's type; retrying cannot help"
+            ) from None
     return table.cast(CONTRACT_SCHEMA)
 
 
@@ -76,7 +149,7 @@ def _write_domain(connection: Any, domain: str, ds: str, cfg: EcatConfig, out: P
                 continue
             if writer is None:
                 writer = pq.ParquetWriter(out / "part-00000.parquet", CONTRACT_SCHEMA)
-            writer.write_table(_conform(batch))
+            writer.write_table(_conform(batch, ds))
             rows += batch.num_rows
     finally:
         if writer is not None:
@@ -84,6 +157,12 @@ def _write_domain(connection: Any, domain: str, ds: str, cfg: EcatConfig, out: P
     if writer is None:  # empty domain: keep a valid, empty file so readers see the schema
         pq.write_table(CONTRACT_SCHEMA.empty_table(), out / "part-00000.parquet")
     return rows
+
+
+def rows_landed(connection: Any, ds: str) -> int:
+    """Rows of ``ds`` in the warehouse (any scenario): what ``wait_for_data`` waits for."""
+    batches = list(_batches(connection, "day_row_count", {"ds": ds}, 10))
+    return int(batches[0].column(0)[0].as_py() or 0) if batches and batches[0].num_rows else 0
 
 
 def _known_scenarios(connection: Any, ds: str, lookback_days: int) -> list[str]:
@@ -128,14 +207,27 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
         if not layout.lake_has(day):
             days.append(day)
     counts: dict[str, dict[str, int]] = {}
-    counts[ds] = extract_day(connection, ds, cfg, layout)
     no_history = []
-    for day in days[1:]:
-        try:
-            counts[day] = extract_day(connection, day, cfg, layout)
-        except EmptyTargetError:
-            no_history.append(day)
-            drop_partition(layout.staging_day(day))  # an older staging of it must not be published now
+    try:
+        _check_columns(connection, ds)
+        counts[ds] = extract_day(connection, ds, cfg, layout)
+        for day in days[1:]:
+            try:
+                counts[day] = extract_day(connection, day, cfg, layout)
+            except EmptyTargetError:
+                no_history.append(day)
+                drop_partition(layout.staging_day(day))  # an older staging of it must not be published now
+    except PermanentError:
+        raise
+    except Exception as exc:
+        if is_transient(exc):
+            log.warning("extract ds=%s: warehouse connection or lock error (%s: %s); the task's retries apply",
+                        ds, type(exc).__name__, str(exc).splitlines()[0][:200])
+            raise
+        raise WarehouseQueryError(
+            f"extraction query for ds={ds} failed with {type(exc).__name__}: {str(exc).splitlines()[0][:300]}; "
+            f"not a connection or lock error, so retrying cannot help"
+        ) from exc
     if no_history:
         log.info("lookback days without target rows in the warehouse (history starts later): %s", sorted(no_history))
     secs = time.perf_counter() - t0

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.errors import PermanentError
 from ecat_tasks.extract import CONTRACT_SCHEMA
 from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
 from ecat_tasks.models.data import dense_psi
@@ -35,7 +36,7 @@ _PANDAS_TYPES = {
 }
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(PermanentError, RuntimeError):
     """A suite failed; the message is the readable summary on-call reads."""
 
 

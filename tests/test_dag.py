@@ -16,7 +16,7 @@ from ecat_tasks.synthetic import seed_warehouse
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 HEAVY = ("torch", "dgl", "great_expectations", "mlflow", "sklearn")
-TASKS = {"extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
+TASKS = {"check_conf", "wait_for_data", "extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
          "train_baselines", "evaluate", "promote"}
 
 
@@ -43,7 +43,9 @@ def test_parsing_imports_no_heavy_library() -> None:
 def test_wiring(dag) -> None:
     assert set(dag.task_ids) == TASKS
     up = {t.task_id: set(t.upstream_task_ids) for t in dag.tasks}
-    assert up["extract"] == set()
+    assert up["check_conf"] == set()  # unknown conf keys fail here, in seconds, before anything else
+    assert up["wait_for_data"] == {"check_conf"}
+    assert up["extract"] == {"wait_for_data"}
     assert up["validate"] == {"extract"}
     assert up["graph_select"] == {"validate"}
     assert up["domain_reweight"] == {"graph_select"}
@@ -62,6 +64,9 @@ def test_operational_settings(dag) -> None:
         assert t.on_failure_callback, t.task_id
     assert tasks["extract"].retries == 3 and tasks["extract"].retry_exponential_backoff
     assert tasks["validate"].retries == 0  # bad data does not get better by retrying
+    assert tasks["check_conf"].retries == 0
+    sensor = tasks["wait_for_data"]
+    assert sensor.mode == "reschedule" and sensor.retries == 0 and sensor.timeout == 6 * 3600  # frees its slot
     for name in ("teacher_refresh", "student_distill", "train_baselines"):
         assert tasks[name].depends_on_past, name  # each day warm-starts from the day before
     outlets = {a.name for t in dag.tasks for a in t.outlets}
