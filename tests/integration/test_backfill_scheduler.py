@@ -46,8 +46,8 @@ CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "stu
         "reweight_epochs": 1, "batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
-TASKS = ("extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
-         "train_baselines", "evaluate", "promote")
+TASKS = ("check_conf", "wait_for_data", "extract", "validate", "graph_select", "domain_reweight",
+         "teacher_refresh", "student_distill", "train_baselines", "evaluate", "promote")
 STALL_HINT = " (a run that never starts after a clear is the apache/airflow#69658 stall)"
 
 
