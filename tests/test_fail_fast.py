@@ -69,7 +69,12 @@ def test_other_query_errors_are_permanent_and_lock_errors_are_not(tmp_path: Path
 
 
 def test_step_errors_fail_without_retry_and_on_call_sees_the_cause(caplog: pytest.LogCaptureFixture) -> None:
-    for exc in (EmptyTargetError("no rows"), ValidationFailed("bad"), SchemaError("col"), ConfigError("key")):
+    from ecat_tasks.models.health import ModelHealthError
+    from ecat_tasks.models.training import CheckpointError
+
+    # deterministic training fails the same way again: a health or checkpoint failure is not retried either
+    for exc in (EmptyTargetError("no rows"), ValidationFailed("bad"), SchemaError("col"), ConfigError("key"),
+                ModelHealthError("nan"), CheckpointError("corrupt")):
         assert isinstance(exc, PermanentError)
     with pytest.raises(AirflowFailException, match="ConfigError: unknown config field 'batch_sise'; did you mean 'batch_size'") as err:
         run_step("check_conf", "2026-03-01", {"batch_sise": 512})

@@ -16,8 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ecat_tasks.errors import PermanentError
 
-class ModelHealthError(RuntimeError):
+
+class ModelHealthError(PermanentError, RuntimeError):
     """A freshly trained model failed a health check; it was not published."""
 
 

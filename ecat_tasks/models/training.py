@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.errors import PermanentError
 from ecat_tasks.models.data import Batchable, Encoders
 from ecat_tasks.storage import MANIFEST, dir_checksum, read_manifest
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "model.pt"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(PermanentError, RuntimeError):
     """A checkpoint file cannot be read or does not fit the model it should warm-start."""
 
 
