@@ -1,8 +1,9 @@
 """ecat_daily: one run per date partition ``ds``; wiring only, every body is one call.
 
 check_conf -> wait_for_data (sensor) -> extract (to staging) -> validate (publishes to the lake)
--> {graph_select -> domain_reweight, teacher_refresh, train_baselines} -> student_distill -> evaluate
--> promote. Logic lives in ``ecat_tasks``; see README.
+-> score_previous_day (yesterday's models on today's rows, before anything trains on today)
+-> {graph_select -> domain_reweight, teacher_refresh} -> {student_distill, train_baselines}
+-> evaluate -> promote. Logic lives in ``ecat_tasks``; see README.
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ def ecat_daily() -> None:
     def validate(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("validate", ds, params)
 
+    @task(outlets=[_asset("reports/next_day")])
+    def score_previous_day(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("score_previous_day", ds, params)
+
     @task(outlets=[_asset("selection/graph")])
     def graph_select(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("graph_select", ds, params)
@@ -102,9 +107,9 @@ def ecat_daily() -> None:
     def promote(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("promote", ds, params)
 
-    validated = validate(extract(wait_for_data(check_conf())))
-    weights = domain_reweight(graph_select(validated))
-    teacher = teacher_refresh(validated)
+    scored = score_previous_day(validate(extract(wait_for_data(check_conf()))))
+    weights = domain_reweight(graph_select(scored))
+    teacher = teacher_refresh(scored)
     student = student_distill(weights, teacher)
     baselines = train_baselines(weights, teacher)
     promote(evaluate(student, baselines))

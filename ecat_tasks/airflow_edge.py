@@ -37,6 +37,7 @@ STEPS = {
     "check_conf": "ecat_tasks.config:check_conf",
     "extract": "ecat_tasks.extract:extract",
     "validate": "ecat_tasks.validate:validate",
+    "score_previous_day": "ecat_tasks.score_previous_day:score_previous_day",
     "graph_select": "ecat_tasks.graph_select:graph_select",
     "domain_reweight": "ecat_tasks.domain_reweight:domain_reweight",
     "teacher_refresh": "ecat_tasks.teacher_refresh:teacher_refresh",

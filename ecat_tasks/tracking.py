@@ -22,6 +22,7 @@ from ecat_tasks.config import EcatConfig
 log = logging.getLogger(__name__)
 
 EXPERIMENT = "ecat_daily"
+ALIAS = "champion"  # the registry alias of the model that serves
 
 
 def tracking_uri(root: Path) -> str:
@@ -71,6 +72,75 @@ def log_model_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         return run.info.run_id
+
+
+def add_run_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics: dict[str, float]) -> str:
+    """Add metrics to the run of (ds, model) (the next-day scores of a day's model), or start one."""
+    import mlflow
+
+    mc = client(cfg, root)
+    exp = mc.get_experiment_by_name(EXPERIMENT)
+    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{_safe(ds)}' and tags.model = '{_safe(model)}'")
+    finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+    if runs:
+        run_id = runs[0].info.run_id
+    else:
+        with mlflow.start_run(run_name=f"{model}@{ds}", tags={"ds": ds, "model": model}) as run:
+            run_id = run.info.run_id
+    from mlflow.entities import Metric
+
+    now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+    mc.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
+    return run_id
+
+
+# --- registry -------------------------------------------------------------------------
+class RegistryError(RuntimeError):
+    """The model registry could not be read: promotion cannot decide, so the task fails."""
+
+
+def current_champion(mc: Any, name: str, uri: str) -> Any:
+    """The ModelVersion the alias points at; None only when the model or its alias does not exist yet.
+
+    Every other registry error (server down, permission denied, bad name) raises
+    :class:`RegistryError`: treating it as "no champion" would promote past the real one.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        try:
+            model = mc.get_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        number = model.aliases.get(ALIAS)
+        return None if number is None else mc.get_model_version(name, number)
+    except MlflowException as exc:
+        first = str(exc.message).splitlines()[0][:200]
+        raise RegistryError(f"cannot read alias '{ALIAS}' of registered model '{name}' at {uri}: "
+                            f"{exc.error_code}: {first}") from exc
+
+
+def champion_version(cfg: EcatConfig, root: Path) -> Any:
+    """The ModelVersion that serves (the alias' target), or None before the first promotion."""
+    return current_champion(client(cfg, root), cfg.registered_model, tracking_uri(root))
+
+
+def versions_of_day(cfg: EcatConfig, root: Path, ds: str) -> list[Any]:
+    """Registered versions whose ``ds`` tag is ``ds``, newest first."""
+    mc = client(cfg, root)
+    found = mc.search_model_versions(f"name = '{_safe(cfg.registered_model)}'")
+    return sorted((v for v in found if v.tags.get("ds") == ds), key=lambda v: -int(v.version))
+
+
+def score_version(cfg: EcatConfig, root: Path, version: str, frame: pd.DataFrame) -> np.ndarray:
+    """Probabilities of registered ``version`` on ``frame``, through the registry's pyfunc."""
+    import mlflow
+
+    client(cfg, root)
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}/{version}")
+    return np.asarray(model.predict(frame), dtype=np.float64)
 
 
 def _pyfunc_class() -> type:

@@ -16,7 +16,8 @@ from ecat_tasks.synthetic import seed_warehouse
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 HEAVY = ("torch", "dgl", "great_expectations", "mlflow", "sklearn")
-TASKS = {"check_conf", "wait_for_data", "extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
+TRAINING = {"graph_select", "domain_reweight", "teacher_refresh", "student_distill", "train_baselines"}
+TASKS = {"check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
          "train_baselines", "evaluate", "promote"}
 
 
@@ -47,14 +48,24 @@ def test_wiring(dag) -> None:
     assert up["wait_for_data"] == {"check_conf"}
     assert up["extract"] == {"wait_for_data"}
     assert up["validate"] == {"extract"}
-    assert up["graph_select"] == {"validate"}
+    assert up["score_previous_day"] == {"validate"}
+    assert up["graph_select"] == {"score_previous_day"}
     assert up["domain_reweight"] == {"graph_select"}
-    assert up["teacher_refresh"] == {"validate"}
+    assert up["teacher_refresh"] == {"score_previous_day"}
     assert up["student_distill"] == {"domain_reweight", "teacher_refresh"}
     assert up["train_baselines"] == {"domain_reweight", "teacher_refresh"}
     assert up["evaluate"] == {"student_distill", "train_baselines"}
     assert up["promote"] == {"evaluate"}
     assert dag.max_active_runs == 1
+
+
+def test_next_day_scoring_runs_on_validated_data_before_anything_trains(dag) -> None:
+    """Yesterday's models are scored on today's rows before today's training can start,
+    and only once today's partition has passed validation."""
+    scoring = dag.get_task("score_previous_day")
+    assert "validate" in scoring.get_flat_relative_ids(upstream=True)
+    for name in TRAINING | {"evaluate", "promote"}:
+        assert "score_previous_day" in dag.get_task(name).get_flat_relative_ids(upstream=True), name
 
 
 def test_operational_settings(dag) -> None:
@@ -149,5 +160,10 @@ def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
         first, second = read_manifest(layout.model(model, d1)), read_manifest(layout.model(model, d2))
         assert first["cold_start"] and not second["cold_start"]
         assert second["warm_start_ds"] == d1
-    # day 1's evaluation saw day 2's partition only if it existed then: it did not
-    assert set(json.loads((layout.report(d1) / "metrics.json").read_text())["models"]["ecat"]) == {"validation", "holdout"}
+    # day 2's run scored day 1's models on day 2's rows (next-day); day 2 waits for day 3
+    first, second = (json.loads((layout.report(ds) / "metrics.json").read_text()) for ds in (d1, d2))
+    assert first["next_day"]["ds"] == d2 and set(first["next_day"]["lift"]) == set(first["models"]) - {"ecat"}
+    for metrics in first["models"].values():
+        assert 0.0 <= metrics["next_day"]["auc"] <= 1.0
+    assert set(second["models"]["ecat"]) == {"validation", "holdout"} and "next_day" not in second
+    assert first["promotion"]["promoted"] and first["next_day"]["champion_check"]["decision"] == "kept"

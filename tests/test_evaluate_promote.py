@@ -1,4 +1,5 @@
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from ecat_tasks.evaluate import evaluate, eval_sets
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.promote import ALIAS, gate, promote
+from ecat_tasks.score_previous_day import score_previous_day
 from ecat_tasks.student_distill import student_distill
 from ecat_tasks.teacher_refresh import teacher_refresh
 from ecat_tasks.tracking import EXPERIMENT, client
@@ -21,13 +23,14 @@ from ecat_tasks.train_baselines import train_baselines
     (0.70, 0.65, 0.704, True, "champion 0.7040"),
     (0.70, 0.65, 0.72, False, "trails the champion"),
     (0.70, None, None, False, "no target_only"),
+    (float("nan"), 0.65, None, False, "undefined"),
 ])
 def test_gate(cfg, student, target_only, champion, passes, why):
     ok, reason = gate(student, target_only, champion, cfg)
     assert ok is passes and why in reason
 
 
-def _train_day(ds, cfg, layout):
+def train_day(ds, cfg, layout):
     graph_select(ds, cfg, layout)
     domain_reweight(ds, cfg, layout)
     teacher_refresh(ds, cfg, layout)
@@ -35,39 +38,84 @@ def _train_day(ds, cfg, layout):
     train_baselines(ds, cfg, layout)
 
 
-def test_evaluate_report_history_and_promotion(layout, cfg):
+def _run(mc, ds, model):
+    exp = mc.get_experiment_by_name(EXPERIMENT)
+    return mc.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{ds}' and tags.model = '{model}'")
+
+
+def test_no_previous_day_is_a_logged_no_op(layout, cfg, caplog):
+    caplog.set_level(logging.INFO, logger="ecat_tasks")
+    m = score_previous_day(DAYS[0], cfg, layout)
+    assert m["scored"] == [] and not layout.report("2026-02-28").exists()
+    assert any("nothing to score" in r.getMessage() for r in caplog.records)
+
+
+def test_evaluate_next_day_and_promotion(layout, cfg):
     cfg = cfg.replace(ablations=["no_kd"], baselines=["target_only", "mixed"])
-    _train_day(DAYS[0], cfg, layout)
-    m = evaluate(DAYS[0], cfg, layout)
-    report = json.loads((layout.report(DAYS[0]) / "metrics.json").read_text())
-    assert set(report["models"]) == {"ecat", "teacher", "target_only", "mixed", "ecat_no_kd"}
+    d1, d2 = DAYS
+    train_day(d1, cfg, layout)
+    m = evaluate(d1, cfg, layout)
+    report = json.loads((layout.report(d1) / "metrics.json").read_text())
+    models = {"ecat", "teacher", "target_only", "mixed", "ecat_no_kd"}
+    assert set(report["models"]) == models
     assert set(report["models"]["ecat"]) == {"validation", "holdout"}
     for name in ("report.html", "auc_history.png", "metrics.csv"):
-        assert (layout.report(DAYS[0]) / name).is_file()
-    assert (layout.report(DAYS[0]) / "validation" / "summary.json").is_file()  # validate's output kept
-    assert m["ecat_auc"] == report["models"]["ecat"]["holdout"]["auc"]
+        assert (layout.report(d1) / name).is_file()
+    assert (layout.report(d1) / "validation" / "summary.json").is_file()  # validate's output kept
+    assert m["ecat_auc"] == report["models"]["ecat"]["validation"]["auc"]
 
-    evaluate(DAYS[0], cfg, layout)  # a rerun replaces runs, never duplicates them
+    evaluate(d1, cfg, layout)  # a rerun replaces runs, never duplicates them
     mc = client(cfg, layout.root)
-    exp = mc.get_experiment_by_name(EXPERIMENT)
-    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{DAYS[0]}' and tags.model = 'ecat'")
-    assert len(runs) == 1 and runs[0].data.metrics["holdout_auc"] == pytest.approx(m["ecat_auc"])
+    runs = _run(mc, d1, "ecat")
+    assert len(runs) == 1 and runs[0].data.metrics["validation_auc"] == pytest.approx(m["ecat_auc"])
 
-    # promotion: make the gate pass by construction, then check the registered model scores identically
+    # promotion reads the validation slice; the registered model scores like the checkpoint
     lenient = cfg.replace(promote_min_lift=-1.0)
-    result = promote(DAYS[0], lenient, layout)
+    result = promote(d1, lenient, layout)
     assert result["promoted"] and result["previous_champion"] is None
     import mlflow
 
-    holdout = eval_sets(DAYS[0], cfg, layout)["holdout"]
+    validation = eval_sets(d1, cfg, layout)["validation"]
     registered = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@{ALIAS}")
-    expected = load_model(layout.model("student", DAYS[0])).score(holdout, cfg.label)
-    assert np.allclose(np.asarray(registered.predict(holdout)), expected)
+    expected = load_model(layout.model("student", d1)).score(validation, cfg.label)
+    assert np.allclose(np.asarray(registered.predict(validation)), expected)
+    assert json.loads((layout.report(d1) / "metrics.json").read_text())["promotion"]["version"] == result["version"]
+
+    # day 2 starts by scoring day 1's models on all of day 2's target rows
+    scored = score_previous_day(d2, cfg, layout)
+    assert set(scored["scored"]) == models
+    report = json.loads((layout.report(d1) / "metrics.json").read_text())
+    target_rows = json.loads((layout.lake("target", d2) / "_manifest.json").read_text())["rows"]
+    for name in models:
+        nd = report["models"][name]["next_day"]
+        assert nd["rows"] == target_rows and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
+    assert set(report["next_day"]["lift"]) == models - {"ecat"}
+    for lift in report["next_day"]["lift"].values():
+        assert lift["auc"]["lo"] <= lift["auc"]["lift"] <= lift["auc"]["hi"]
+    assert report["next_day"]["champion_check"]["decision"] == "kept"  # the first champion replaced nothing
+    assert report["promotion"]["promoted"]  # promote's decision carried over
+    assert runs[0].info.run_id == _run(mc, d1, "ecat")[0].info.run_id  # added to day 1's run
+    logged = _run(mc, d1, "ecat")[0].data.metrics
+    assert logged["next_day_auc"] == pytest.approx(report["models"]["ecat"]["next_day"]["auc"])
+    assert logged["validation_auc"] == pytest.approx(m["ecat_auc"])
+    page = (layout.report(d1) / "report.html").read_text()
+    assert f"scored on ds={d2}" in page and "ECAT AUC lift" in page and "Cold-start holdout" in page
+    assert "PROMOTED" in page and "KEPT" in page
+    with open(layout.report(d1) / "metrics.csv") as fh:
+        assert sum(",next_day," in line for line in fh) == len(models)
+
+    # a rerun of day 1's evaluation keeps the next-day scores of the unchanged checkpoints
+    evaluate(d1, cfg, layout)
+    rerun = json.loads((layout.report(d1) / "metrics.json").read_text())
+    assert rerun["next_day"] == report["next_day"]
+    assert rerun["models"]["ecat"]["next_day"] == report["models"]["ecat"]["next_day"]
+    assert _run(mc, d1, "ecat")[0].data.metrics["next_day_auc"] == pytest.approx(logged["next_day_auc"])
 
     # a refused gate leaves the alias where it was and does not fail
     strict = cfg.replace(promote_min_lift=0.99)
-    _train_day(DAYS[1], cfg, layout)
-    evaluate(DAYS[1], cfg, layout)
-    refused = promote(DAYS[1], strict, layout)
+    train_day(d2, cfg, layout)
+    evaluate(d2, cfg, layout)
+    refused = promote(d2, strict, layout)
     assert refused["promoted"] is False and "does not beat target_only" in refused["reason"]
-    assert mc.get_model_version_by_alias(cfg.registered_model, ALIAS).version == result["version"]
+    assert str(mc.get_model_version_by_alias(cfg.registered_model, ALIAS).version) == result["version"]
+    assert "not promoted" in (layout.report(d2) / "report.html").read_text()
