@@ -54,7 +54,8 @@ def test_a_champion_that_trails_the_next_day_is_rolled_back(three_days: Layout, 
     assert first["promoted"] and first["previous_champion"] is None
 
     assert score_previous_day(d2, cfg, layout)["champion_check"] == "kept"
-    shutil.rmtree(layout.model("student", d1))  # day 2's student starts cold, from nothing
+    gone = layout.model("student", d1)  # day 2's student starts cold, from nothing
+    gone.unlink() if gone.is_symlink() else shutil.rmtree(gone)
     bad = cfg.replace(student_lr=1e-6, kd_enabled=False, student_init_from_teacher=False)
     train_day(d2, bad, layout)
     evaluate(d2, bad, layout)
