@@ -155,6 +155,8 @@ def _run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
         manifest = func(ds, cfg)
     if step == "promote":
         notify_promotion(ds, manifest)
+    if step == "score_previous_day" and manifest.get("champion_check") == "rolled_back":
+        notify_oncall(f"ECAT ROLLBACK ds={ds}", f"ECAT ROLLBACK ds={ds}: {manifest.get('champion_reason')}", {"ds": ds})
     log.info("step %s ds=%s finished in %.1fs", step, ds, time.perf_counter() - t0)
     return manifest
 

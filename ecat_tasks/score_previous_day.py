@@ -139,4 +139,4 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
     )
     return {"ds": ds, "previous_ds": prev, "scored": sorted(metrics), "rows": int(len(frame)),
             "ecat_next_day_auc": None if ecat is None else ecat["auc"], "champion_check": check["decision"],
-            "seconds": round(secs, 2)}
+            "champion_reason": check["reason"], "seconds": round(secs, 2)}

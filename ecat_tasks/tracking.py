@@ -38,8 +38,16 @@ def client(cfg: EcatConfig, root: Path) -> Any:
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri(root)
+    # mlflow.set_*_uri also export MLFLOW_*_URI; left there, the first ECAT_HOME's store would
+    # pose as the deployment's for every later call in this process (tracking_uri reads it).
+    exported = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in exported.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     if mlflow.get_experiment_by_name(EXPERIMENT) is None:
         mlflow.create_experiment(EXPERIMENT, artifact_location=(root / "mlflow-artifacts").as_uri())
     mlflow.set_experiment(EXPERIMENT)
