@@ -160,6 +160,7 @@ def run_direct(days: list[str], conf: dict[str, Any], ecat_home: Path, warehouse
     from ecat_tasks.evaluate import evaluate
     from ecat_tasks.extract import extract
     from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.score_previous_day import score_previous_day
     from ecat_tasks.student_distill import student_distill
     from ecat_tasks.storage import Layout
     from ecat_tasks.teacher_refresh import teacher_refresh
@@ -173,6 +174,7 @@ def run_direct(days: list[str], conf: dict[str, Any], ecat_home: Path, warehouse
         with duckdb.connect(str(warehouse), read_only=True) as con:
             extract(con, ds, cfg, layout)
         validate(ds, cfg, layout)
+        score_previous_day(ds, cfg, layout)
         graph_select(ds, cfg, layout)
         domain_reweight(ds, cfg, layout)
         teacher_refresh(ds, cfg, layout)

@@ -83,7 +83,7 @@ def next_day_scores(layout: Layout, ds: str, next_ds: str, models: list[str],
     """Users and labels of ``next_ds``'s target rows and each of ``ds``'s models' scores of them."""
     from ecat_tasks.models.continual import load_model
     from ecat_tasks.models.data import read_lake
-    from ecat_tasks.evaluate import model_dir
+    from ecat_tasks.report import model_dir
 
     frame = read_lake([layout.require(layout.lake("target", next_ds))])
     scores = {m: np.asarray(load_model(layout.require(model_dir(layout, m, ds))).score(frame, label), np.float64)
@@ -91,19 +91,11 @@ def next_day_scores(layout: Layout, ds: str, next_ds: str, models: list[str],
     return frame["user_id"].to_numpy(), frame[label].to_numpy(), scores
 
 
-def checkpoint_checksum(layout: Layout, model: str, ds: str) -> str | None:
-    """Checksum of the checkpoint a report name stands for (None when it is gone)."""
-    from ecat_tasks.evaluate import model_dir
-    from ecat_tasks.storage import MANIFEST, read_manifest
-
-    path = model_dir(layout, model, ds)
-    return read_manifest(path).get("checksum") if (path / MANIFEST).is_file() else None
-
-
 def pooled_lifts(layout: Layout, n_resamples: int = 1000, seed: int = 0) -> tuple[list[str], dict[str, Any], list[str]]:
     """(days pooled, model -> lift, notes): ECAT over each model, pooled over the days with next-day
     scores whose checkpoints are unchanged since they were scored."""
     from ecat_tasks.metrics import pooled_bootstrap_lift
+    from ecat_tasks.report import checkpoint_checksum
 
     days, groups, notes = [], [], []
     models: set[str] | None = None

@@ -57,6 +57,8 @@ def test_tables_put_next_day_first_with_bands_and_cold_start_second(two_days):
 
 
 def test_pooled_lift_scores_unchanged_checkpoints_only(two_days, monkeypatch):
+    import ecat_tasks.report
+
     rng = np.random.default_rng(0)
     users, labels = rng.integers(0, 200, 2_000), rng.integers(0, 2, 2_000)
     noise = rng.random(2_000)
@@ -69,7 +71,7 @@ def test_pooled_lift_scores_unchanged_checkpoints_only(two_days, monkeypatch):
 
     monkeypatch.setattr(summary, "next_day_scores", fake_scores)
     checksums = {"ecat": "a1", "target_only": "b1"}
-    monkeypatch.setattr(summary, "checkpoint_checksum", lambda layout, m, ds: checksums[m])
+    monkeypatch.setattr(ecat_tasks.report, "checkpoint_checksum", lambda layout, m, ds: checksums[m])
     days, lifts, notes = summary.pooled_lifts(two_days, n_resamples=200)
     assert days == ["2026-03-01"] and calls == [("2026-03-01", "2026-03-02", ("ecat", "target_only"), "click")]
     assert not notes and lifts["target_only"]["auc"]["ahead"] and lifts["target_only"]["auc"]["lo"] > 0
