@@ -46,8 +46,8 @@ CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "stu
         "reweight_epochs": 1, "batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
-TASKS = ("check_conf", "wait_for_data", "extract", "validate", "graph_select", "domain_reweight",
-         "teacher_refresh", "student_distill", "train_baselines", "evaluate", "promote")
+TASKS = ("check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select",
+         "domain_reweight", "teacher_refresh", "student_distill", "train_baselines", "evaluate", "promote")
 STALL_HINT = " (a run that never starts after a clear is the apache/airflow#69658 stall)"
 
 
@@ -128,7 +128,7 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
 
     # --- 1. the backfill ------------------------------------------------------------------
     stack.create_backfill(DAG_ID, *backfill_args(D1, D3))
-    # 11 tasks a day (check_conf and wait_for_data came first); on 2 loaded cores 3 days took over 480 s
+    # 12 tasks a day (check_conf, wait_for_data and score_previous_day came in); on 2 loaded cores 3 days took over 480 s
     runs = stack.wait_for_runs(DAG_ID, DAYS, timeout=720)
     print(f"\nbackfill of {len(DAYS)} days: {time.monotonic() - t0:.0f}s")
     assert {r["run_type"] for r in runs.values()} == {"backfill"}
