@@ -91,8 +91,8 @@ class EcatConfig:
     # --- evaluation and promotion -------------------------------------------------------
     baselines: list = _f(list(BASELINES), "Baselines trained side by side.", type="array", items={"type": "string", "enum": list(BASELINES)}, uniqueItems=True)
     ablations: list = _f(list(ABLATIONS), "ECAT ablations trained side by side.", type="array", items={"type": "string", "enum": list(ABLATIONS)}, uniqueItems=True)
-    promote_min_lift: float = _f(0.0, "Student AUC must beat target-only by more than this.", minimum=-1.0, maximum=1.0)
-    promote_tolerance: float = _f(0.005, "Student AUC may trail the current champion's by at most this.", minimum=0.0, maximum=1.0)
+    promote_min_lift: float = _f(0.0, "Student validation AUC must beat target-only's by more than this.", minimum=-1.0, maximum=1.0)
+    promote_tolerance: float = _f(0.005, "Student validation AUC may trail the current champion's by at most this; the next day, a champion whose next-day AUC trails the version it replaced by more is rolled back.", minimum=0.0, maximum=1.0)
     registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     # --- runtime ------------------------------------------------------------------------
     seed: int = _f(42, "Seed of every random choice and of training.", minimum=0, maximum=2**31 - 1)
