@@ -119,6 +119,7 @@ def plot_history(hist: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)  # a dozen models: no two share a colour
     if hist.empty:
         ax.text(0.5, 0.5, "no next-day scores yet: a day's models are scored when the next day runs",
                 ha="center", va="center", transform=ax.transAxes)
