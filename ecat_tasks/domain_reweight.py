@@ -15,21 +15,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.nn import functional as F
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import source_day, target_day
+from ecat_tasks.inputs import graph_candidates_ids, source_subset_part, target_train_part
 from ecat_tasks.metrics import auc
-from ecat_tasks.models.data import Batchable, Encoders, make_batchable
+from ecat_tasks.models.data import ColumnStats, Encoders, make_batchable
 from ecat_tasks.models.networks import DomainAdversarialModel
+from ecat_tasks.models.stream import LakeStream, Part, drop_rows, part_totals, with_filter
 from ecat_tasks.models.training import make_optimizer, seed_everything, select_device
 from ecat_tasks.splits import holdout_mask
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
@@ -45,13 +47,14 @@ class Reweighting:
     discriminator_auc: float  # on held-out target/candidate pairs
     losses: list[float]
     uniform: bool = False  # the discriminator failed the held-out check: weights 1, nothing dropped
+    sample_id: pa.ChunkedArray | None = None  # the candidates' ids, in the order of the arrays above
 
     @classmethod
     def unweighted(cls, domain_prob: np.ndarray, discriminator_auc: float, losses: list[float],
-                   uniform: bool) -> "Reweighting":
+                   uniform: bool, sample_id: pa.ChunkedArray | None = None) -> "Reweighting":
         """Every candidate kept at weight 1."""
         ones = np.ones(len(domain_prob))
-        return cls(domain_prob, ones, ones.astype(bool), discriminator_auc, losses, uniform)
+        return cls(domain_prob, ones, ones.astype(bool), discriminator_auc, losses, uniform, sample_id)
 
 
 def _solve_scale(ratio: np.ndarray, low: float, high: float, iters: int = 100) -> float:
@@ -108,28 +111,40 @@ def normalised_weights_by_label(p: np.ndarray, label: np.ndarray, w_max: float,
     return weight, keep
 
 
-def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) -> Reweighting:
-    """Train the DANN on target (1) vs candidates (0) and weight the candidates."""
+def reweight(target: pd.DataFrame | Part, candidates: pd.DataFrame | Part, cfg: EcatConfig) -> Reweighting:
+    """Train the DANN on target (1) vs candidates (0) and weight the candidates.
+
+    Both sides are streamed (:class:`Part`; a frame is wrapped as one): the classifier reads
+    the lake block by block, and only the candidates' ids, labels and probabilities are held.
+    """
     generator = seed_everything(cfg.seed, cfg.torch_threads)
     device = select_device(cfg)
-    frame = pd.concat([target, candidates], ignore_index=True)
-    domain = np.concatenate([np.ones(len(target)), np.zeros(len(candidates))]).astype(np.float32)
-    held = holdout_mask(frame, cfg.replace(holdout_by="sample"))  # held-out pairs for the discriminator AUC
-    enc = Encoders.fit(frame)
+    target = Part.from_frame(target, name="target") if isinstance(target, pd.DataFrame) else target
+    candidates = Part.from_frame(candidates, name="candidates") if isinstance(candidates, pd.DataFrame) else candidates
+    columns = Encoders.columns(cfg.label)
+    held_cfg = cfg.replace(holdout_by="sample")  # held-out pairs for the discriminator AUC
+    stats = ColumnStats()
+    for table in LakeStream([target, candidates], columns).tables():
+        stats.add(table.to_pandas())
+    enc = Encoders.from_stats(stats)
     model = DomainAdversarialModel(enc.vocab_sizes(), len(enc.spec.dense_names), cfg.embed_dim,
                                    cfg.student_hidden, cfg.grl_lambda).to(device)
     opt = make_optimizer(list(model.parameters()), cfg.student_lr)
+    key = ("user_id", "sample_id")
+    not_held = drop_rows(lambda f: holdout_mask(f, held_cfg), key)
+    train_t, train_c = with_filter(target, not_held, key), with_filter(candidates, not_held, key)
     # balance the domains: the target is usually the smaller one
-    n1, n0 = max(domain[~held].sum(), 1.0), max((1 - domain[~held]).sum(), 1.0)
-    dom_w = np.where(domain == 1, n0 / n1, 1.0).astype(np.float32)
-    data = make_batchable(frame, enc, cfg.label, weight=dom_w, domain=domain)
-    train = _subset(data, ~held).to(device)
+    n1, n0 = max(part_totals(train_t)[0], 1), max(part_totals(train_c)[0], 1)
+    train_t = replace(train_t, weight=lambda t: np.full(t.num_rows, n0 / n1, np.float32), const={"domain": 1.0})
+    train_c = replace(train_c, weight=None, const={"domain": 0.0})
+    train = LakeStream([train_t, train_c], columns, buffer_rows=cfg.shuffle_buffer_rows, device=device,
+                       encode=lambda frame, w, const: make_batchable(frame, enc, cfg.label, w, **const))
     steps_total = max(1, cfg.reweight_epochs * math.ceil(len(train) / cfg.batch_size))
     step = 0
     losses = []
     model.train()
     for _ in range(cfg.reweight_epochs):
-        total = 0.0
+        total = torch.zeros((), device=device)
         for b in train.batches(cfg.batch_size, generator):
             # DANN's schedule: the reversal strength ramps up from 0 to grl_lambda
             model.grl_lambda = cfg.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * step / steps_total)) - 1.0)
@@ -139,33 +154,39 @@ def reweight(target: pd.DataFrame, candidates: pd.DataFrame, cfg: EcatConfig) ->
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(b)
+            total += loss.detach() * len(b)
             step += 1
-        losses.append(total / max(len(train), 1))
+        losses.append(float(total) / max(len(train), 1))
     model.eval()
+    held_prob, held_dom, cand_p, cand_label, cand_ids = [], [], [], [], []
     with torch.no_grad():
-        all_data = data.to(device)
-        prob = torch.cat([torch.sigmoid(model.domain_logit_raw(b.sparse, b.dense, b.label)).cpu()
-                          for b in all_data.batches(65_536, None, shuffle=False)]).numpy().astype(np.float64)
-    disc_auc = auc(domain[held], prob[held]) if held.any() else float("nan")
-    cand_p = prob[len(target):]
+        for domain, part in ((1, target), (0, candidates)):
+            for table in LakeStream([part], [*columns, *key]).tables():
+                frame = table.to_pandas()
+                b = make_batchable(frame, enc, cfg.label).to(device)
+                prob = torch.sigmoid(model.domain_logit_raw(b.sparse, b.dense, b.label)).cpu().numpy().astype(np.float64)
+                held = holdout_mask(frame, held_cfg)
+                held_prob.append(prob[held])
+                held_dom.append(np.full(int(held.sum()), domain))
+                if domain == 0:
+                    cand_p.append(prob)
+                    cand_label.append(frame[cfg.label].to_numpy())
+                    cand_ids.append(table.column("sample_id").combine_chunks().cast(pa.string()))
+    held_dom_all = np.concatenate(held_dom)
+    disc_auc = auc(held_dom_all, np.concatenate(held_prob)) if len(held_dom_all) else float("nan")
+    cand_p_all = np.concatenate(cand_p) if cand_p else np.zeros(0)
+    ids = pa.chunked_array(cand_ids, type=pa.string())
     if not disc_auc >= cfg.reweight_min_auc:  # also NaN: no held-out pairs to check it on
         # A classifier that cannot tell target from candidates on held-out pairs has learned
         # noise; weighting (and dropping) by it only shrinks the source. Measured on the demo
         # data: held-out AUC 0.44 while the weights dropped 69% of the candidates.
-        return Reweighting.unweighted(cand_p, disc_auc, losses, uniform=True)
+        return Reweighting.unweighted(cand_p_all, disc_auc, losses, uniform=True, sample_id=ids)
     if cfg.reweight_per_label:
-        weight, keep = normalised_weights_by_label(cand_p, candidates[cfg.label].to_numpy(), cfg.weight_max,
+        weight, keep = normalised_weights_by_label(cand_p_all, np.concatenate(cand_label), cfg.weight_max,
                                                    cfg.weight_threshold)
     else:
-        weight, keep = normalised_weights(cand_p, cfg.weight_max, cfg.weight_threshold)
-    return Reweighting(cand_p, weight, keep, disc_auc, losses)
-
-
-def _subset(data: Batchable, mask: np.ndarray) -> Batchable:
-    idx = torch.from_numpy(np.flatnonzero(mask))
-    return Batchable(data.sparse[idx], data.dense[idx], data.label[idx], data.weight[idx],
-                     {k: v[idx] for k, v in data.extra.items()})
+        weight, keep = normalised_weights(cand_p_all, cfg.weight_max, cfg.weight_threshold)
+    return Reweighting(cand_p_all, weight, keep, disc_auc, losses, sample_id=ids)
 
 
 def effective_sample_size(w: np.ndarray) -> float:
@@ -176,37 +197,42 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     """Task entry point: weight the graph candidates of ``ds``; write selection/weights/ds=."""
     layout = layout or Layout()
     t0 = time.perf_counter()
-    target = target_day(ds, cfg, layout).train
-    cand_ids = pq.read_table(layout.require(layout.partition("selection/graph", ds))).to_pandas()
-    source = source_day(ds, layout)
-    candidates = source.merge(cand_ids[["sample_id", "graph_score"]], on="sample_id", how="inner")
-    candidates = candidates.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    if len(candidates) == 0:
+    graph = graph_candidates_ids(ds, layout)
+    if graph.num_rows == 0:
         raise ValueError(f"graph_select kept no candidates for ds={ds}: nothing to reweight (check graph_select's log)")
+    graph_ids = graph.column("sample_id").combine_chunks()
+    candidates = source_subset_part(ds, layout, graph_ids)
     if cfg.reweight_enabled:
-        rw = reweight(target, candidates, cfg)
+        rw = reweight(target_train_part([ds], cfg, layout), candidates, cfg)
     else:
-        rw = Reweighting.unweighted(np.full(len(candidates), np.nan), float("nan"), [], uniform=False)
-    out = pd.DataFrame({
-        "sample_id": candidates["sample_id"],
-        "graph_score": candidates["graph_score"].astype(np.float64),
+        ids = pa.chunked_array([t.column("sample_id").combine_chunks() for t in LakeStream([candidates], ["sample_id"]).tables()],
+                               type=pa.string())
+        rw = Reweighting.unweighted(np.full(len(ids), np.nan), float("nan"), [], uniform=False, sample_id=ids)
+    if len(rw.sample_id) < graph.num_rows:
+        raise ValueError(f"{graph.num_rows - len(rw.sample_id)} graph candidates of ds={ds} are not in the source "
+                         f"partition: re-run graph_select for this ds")
+    score = graph.column("graph_score").to_numpy()[pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()]
+    out = pa.table({
+        "sample_id": rw.sample_id,
+        "graph_score": score.astype(np.float64),
         "domain_prob": rw.domain_prob,
         "weight": rw.weight,
-    })[rw.keep]
+    }).filter(pa.array(rw.keep))
+    out = out.take(pc.sort_indices(out, sort_keys=[("sample_id", "ascending")]))
     out_dir = layout.partition("selection/weights", ds)
     clean_stale_tmp(out_dir.parent)
     kept_w = rw.weight[rw.keep]
     q = np.quantile(kept_w, [0.05, 0.5, 0.95]) if len(kept_w) else np.zeros(3)
     ess = effective_sample_size(kept_w)
     stats = {
-        "candidates": int(len(candidates)), "kept": int(rw.keep.sum()), "dropped_share": float(1 - rw.keep.mean()),
+        "candidates": int(len(rw.keep)), "kept": int(rw.keep.sum()), "dropped_share": float(1 - rw.keep.mean()),
         "discriminator_auc": rw.discriminator_auc, "weight_q05": float(q[0]), "weight_median": float(q[1]),
         "weight_q95": float(q[2]), "ess": ess, "ess_share": ess / max(len(kept_w), 1), "losses": rw.losses,
         "enabled": cfg.reweight_enabled, "uniform_fallback": rw.uniform,
     }
     with atomic_dir(out_dir) as tmp:
-        pq.write_table(pa.Table.from_pandas(out, preserve_index=False), tmp / "weights.parquet")
-        manifest = write_manifest(tmp, "domain_reweight", ds, rows=int(len(out)), **stats,
+        pq.write_table(out, tmp / "weights.parquet")
+        manifest = write_manifest(tmp, "domain_reweight", ds, rows=int(out.num_rows), **stats,
                                   parameters={k: getattr(cfg, k) for k in ("grl_lambda", "weight_max", "weight_threshold",
                                                                            "reweight_min_auc", "reweight_epochs", "seed")})
     secs = time.perf_counter() - t0

@@ -7,13 +7,17 @@ path and the name of the task that should have written it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
-from ecat_tasks.splits import TargetSplit, split_target
+from ecat_tasks.models.stream import Part, select_ids
+from ecat_tasks.splits import TargetSplit, split_target, train_mask
 from ecat_tasks.storage import Layout, shift_ds
 
 
@@ -27,10 +31,6 @@ def target_day(ds: str, cfg: EcatConfig, layout: Layout) -> TargetSplit:
     return split_target(target_rows(ds, layout), cfg)
 
 
-def source_day(ds: str, layout: Layout) -> pd.DataFrame:
-    return read_lake([layout.require(layout.lake("source", ds))])
-
-
 def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
     """Days of the lookback window ending at ``ds`` that the lake holds (``ds`` required)."""
     layout.require(layout.lake("target", ds))
@@ -42,20 +42,41 @@ def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
     return days
 
 
-def entire_space(days: list[str], cfg: EcatConfig, layout: Layout) -> pd.DataFrame:
-    """Source plus target-train rows of ``days`` (validation and holdout users never included)."""
-    parts = []
-    for day in days:
-        parts.append(source_day(day, layout))
-        parts.append(target_day(day, cfg, layout).train)
-    return pd.concat(parts, ignore_index=True)
+# --- streamed parts: what training reads, without loading a day into memory ------------------
+def target_train_part(days: list[str], cfg: EcatConfig, layout: Layout) -> Part:
+    """The train slice of the target rows of ``days`` (:func:`split_target`'s rule, row by row)."""
+    paths = tuple(layout.require(layout.lake("target", d)) for d in days)
+    key = ["user_id", "sample_id"]
+    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(), cfg), needs=tuple(key),
+                name="target_train")
 
 
-def weighted_candidates(ds: str, layout: Layout, source: pd.DataFrame | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """Kept source candidates of ``ds`` with their importance weights, in sample_id order."""
-    weights = pq.read_table(layout.require(layout.partition("selection/weights", ds))).to_pandas()
-    source = source_day(ds, layout) if source is None else source
-    frame = source.merge(weights[["sample_id", "weight"]], on="sample_id", how="inner")
-    frame = frame.sort_values("sample_id", kind="stable").reset_index(drop=True)
-    w = frame.pop("weight").to_numpy(np.float32)
-    return frame, w
+def source_part(days: list[str], layout: Layout) -> Part:
+    """Every source row of ``days``."""
+    return Part(paths=tuple(layout.require(layout.lake("source", d)) for d in days), name="source")
+
+
+def entire_space_parts(days: list[str], cfg: EcatConfig, layout: Layout) -> list[Part]:
+    """Source plus target-train rows of ``days``, streamed (validation and holdout users never included)."""
+    return [source_part(days, layout), target_train_part(days, cfg, layout)]
+
+
+def source_subset_part(ds: str, layout: Layout, sample_ids: pa.Array, weight: np.ndarray | None = None,
+                       name: str = "candidates") -> Part:
+    """Source rows of ``ds`` whose sample_id is in ``sample_ids`` (weight aligned with them, default 1)."""
+    return select_ids(replace(source_part([ds], layout), name=name), sample_ids, weight)
+
+
+def candidates_part(ds: str, layout: Layout) -> tuple[Part, int, float]:
+    """Kept, weighted source candidates of ``ds`` (domain_reweight's output): the part, its rows, its weight sum.
+
+    Only the two columns of the weights partition are held in memory, never the source rows.
+    """
+    table = pq.read_table(layout.require(layout.partition("selection/weights", ds)), columns=["sample_id", "weight"])
+    weight = table.column("weight").to_numpy().astype(np.float32)
+    return source_subset_part(ds, layout, table.column("sample_id").combine_chunks(), weight), len(weight), float(weight.sum())
+
+
+def graph_candidates_ids(ds: str, layout: Layout) -> pa.Table:
+    """(sample_id, graph_score) of graph_select's candidates for ``ds``."""
+    return pq.read_table(layout.require(layout.partition("selection/graph", ds)), columns=["sample_id", "graph_score"])

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import target_day, weighted_candidates
+from ecat_tasks.inputs import candidates_part, target_day, target_train_part
 from ecat_tasks.models.continual import LoadedModel, Phase, fit_day, load_model
 from ecat_tasks.models.distill import distillation_loss
+from ecat_tasks.models.stream import Part, part_totals
 from ecat_tasks.models.training import LossFn, predict
 from ecat_tasks.storage import Layout
 
@@ -35,20 +36,20 @@ def train_student(
     ds: str,
     cfg: EcatConfig,
     layout: Layout,
-    target_train: pd.DataFrame,
+    target_train: Part,
     validation: pd.DataFrame,
-    candidates: pd.DataFrame,
-    cand_weight: np.ndarray,
+    candidates: Part,
     teacher: LoadedModel | None,
     task: str,
 ) -> dict[str, Any]:
     """Fit one student variant: BCE on weighted rows plus (optionally) adaptive KD.
 
-    ``teacher`` serves the distillation (``kd_enabled``) and, with
+    ``target_train`` and ``candidates`` are streamed parts (the candidates carry their
+    importance weights). ``teacher`` serves the distillation (``kd_enabled``) and, with
     ``student_init_from_teacher``, the embedding initialisation; either may be off.
     """
-    frame = pd.concat([target_train, candidates], ignore_index=True)
-    weight = np.concatenate([np.ones(len(target_train), np.float32), cand_weight.astype(np.float32)])
+    target_rows, _ = part_totals(target_train)
+    source_rows, source_weight_sum = part_totals(candidates)
     use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
 
     def extra_data(student: LoadedModel, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
@@ -76,13 +77,12 @@ def train_student(
 
     return fit_day(
         name, ds, cfg, layout,
-        phases=[Phase(frame, cfg.student_epochs, weight, name="target+source")],
+        phases=[Phase([target_train, candidates], cfg.student_epochs, name="target+source")],
         arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=validation,
         extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
         embedding_init=teacher if cfg.student_init_from_teacher else None,
         manifest_extra={
-            "target_rows": int(len(target_train)), "source_rows": int(len(candidates)),
-            "source_weight_sum": float(cand_weight.sum()),
+            "target_rows": target_rows, "source_rows": source_rows, "source_weight_sum": source_weight_sum,
             "init_from_teacher": bool(cfg.student_init_from_teacher and teacher is not None),
             "kd": {"enabled": use_kd, "lambda": cfg.kd_lambda, "temperature": cfg.kd_temperature,
                    "adaptive": cfg.kd_adaptive, "hidden": cfg.kd_hidden, "logit": cfg.kd_logit},
@@ -92,11 +92,12 @@ def train_student(
 
 def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
-    split = target_day(ds, cfg, layout)
-    candidates, weight = weighted_candidates(ds, layout)
+    validation = target_day(ds, cfg, layout).validation
+    candidates, _, _ = candidates_part(ds, layout)
     needs_teacher = cfg.kd_enabled or cfg.student_init_from_teacher
     teacher = load_model(layout.require(layout.model("teacher", ds))) if needs_teacher else None
-    m = train_student("student", ds, cfg, layout, split.train, split.validation, candidates, weight, teacher, "student_distill")
+    m = train_student("student", ds, cfg, layout, target_train_part([ds], cfg, layout), validation, candidates, teacher,
+                      "student_distill")
     log.info(
         "student_distill ds=%s: %s from %s, %d target + %d weighted source rows (weight sum %.0f), KD %s "
         "(lambda=%.2f, adaptive=%s), loss %.4f, validation AUC %s, wrote %s in %.1fs",

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import entire_space, target_day, window_days
+from ecat_tasks.inputs import entire_space_parts, target_day, window_days
 from ecat_tasks.models.continual import Phase, fit_day
 from ecat_tasks.storage import Layout
 
@@ -25,11 +25,11 @@ def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     layout = layout or Layout()
     cold = layout.latest_before("models/teacher", ds) is None
     days = window_days(ds, cfg, layout) if cold else [ds]
-    frame = entire_space(days, cfg, layout)
+    parts = entire_space_parts(days, cfg, layout)
     validation = target_day(ds, cfg, layout).validation
     manifest = fit_day(
         "teacher", ds, cfg, layout,
-        phases=[Phase(frame, cfg.teacher_epochs, name="cold_start" if cold else "daily")],
+        phases=[Phase(parts, cfg.teacher_epochs, name="cold_start" if cold else "daily")],
         arch=teacher_arch(cfg), lr=cfg.teacher_lr, holdout=validation, task="teacher_refresh",
         manifest_extra={"train_days": days},
     )

@@ -25,30 +25,34 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.domain_reweight import reweight
-from ecat_tasks.inputs import source_day, target_day, weighted_candidates
-from ecat_tasks.models.continual import Phase, fit_day, load_model, checkpoint_arch
+from ecat_tasks.inputs import (
+    candidates_part, graph_candidates_ids, source_part, source_subset_part, target_day, target_train_part,
+)
+from ecat_tasks.models.continual import Phase, checkpoint_arch, fit_day, load_model
+from ecat_tasks.models.stream import Part
 from ecat_tasks.storage import Layout
 from ecat_tasks.student_distill import student_arch, train_student
 
 log = logging.getLogger(__name__)
 
 
-def _random_candidates(source: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
+def _random_ids(source_ids: pa.ChunkedArray, n: int, seed: int) -> pa.Array:
+    """A seeded random sample of ``n`` source sample_ids, in file order."""
     rng = np.random.default_rng([seed, 17])
-    idx = np.sort(rng.choice(len(source), size=min(n, len(source)), replace=False))
-    return source.iloc[idx].reset_index(drop=True)
+    idx = np.sort(rng.choice(len(source_ids), size=min(n, len(source_ids)), replace=False))
+    return source_ids.take(pa.array(idx)).combine_chunks()
 
 
 def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
     t0 = time.perf_counter()
-    split = target_day(ds, cfg, layout)
-    target_train, validation = split.train, split.validation
-    source = source_day(ds, layout)
+    validation = target_day(ds, cfg, layout).validation
+    target_train, source = target_train_part([ds], cfg, layout), source_part([ds], layout)
     arch = student_arch(cfg)
     results: dict[str, dict[str, Any]] = {}
 
@@ -57,44 +61,43 @@ def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
                                 init_from=init_from, task="train_baselines")
 
     if "target_only" in cfg.baselines:
-        fit("target_only", [Phase(target_train, cfg.student_epochs, name="target")])
+        fit("target_only", [Phase([target_train], cfg.student_epochs, name="target")])
     if "mixed" in cfg.baselines:
-        fit("mixed", [Phase(pd.concat([target_train, source], ignore_index=True), cfg.student_epochs, name="target+all_source")])
+        fit("mixed", [Phase([target_train, source], cfg.student_epochs, name="target+all_source")])
     if "mixed_scenario" in cfg.baselines:
-        fit("mixed_scenario", [Phase(pd.concat([target_train, source], ignore_index=True), cfg.student_epochs,
-                                     name="target+all_source")], {**arch, "kind": "ranking_scenario"})
+        fit("mixed_scenario", [Phase([target_train, source], cfg.student_epochs, name="target+all_source")],
+            {**arch, "kind": "ranking_scenario"})
     if "finetune" in cfg.baselines:
-        fit("finetune", [Phase(source, 1, name="pretrain_source"), Phase(target_train, cfg.student_epochs, name="finetune_target")])
+        fit("finetune", [Phase([source], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")])
     if "teacher_finetune" in cfg.baselines:
         teacher_dir = layout.require(layout.model("teacher", ds))
-        fit("teacher_finetune", [Phase(target_train, cfg.student_epochs, name="finetune_target")],
+        fit("teacher_finetune", [Phase([target_train], cfg.student_epochs, name="finetune_target")],
             checkpoint_arch(teacher_dir), init_from=teacher_dir)
     if "star" in cfg.baselines:
-        fit("star", [Phase(pd.concat([target_train, source], ignore_index=True), 1, name="all_scenarios")],
-            {**arch, "kind": "star"})
+        fit("star", [Phase([target_train, source], 1, name="all_scenarios")], {**arch, "kind": "star"})
 
     if cfg.ablations:
-        candidates, weight = weighted_candidates(ds, layout, source)
+        candidates, _, _ = candidates_part(ds, layout)
         teacher = load_model(layout.require(layout.model("teacher", ds)))
-        variants: dict[str, tuple[pd.DataFrame, np.ndarray, EcatConfig]] = {}
+        variants: dict[str, tuple[Part, EcatConfig]] = {}
+        if "no_graph" in cfg.ablations or "no_weights" in cfg.ablations:
+            graph_ids = graph_candidates_ids(ds, layout).column("sample_id").combine_chunks()
         if "no_graph" in cfg.ablations:
-            graph_kept = len(pd.read_parquet(layout.require(layout.partition("selection/graph", ds)), columns=["sample_id"]))
-            rand = _random_candidates(source, graph_kept, cfg.seed)
+            source_ids = pq.read_table(layout.require(layout.lake("source", ds)), columns=["sample_id"]).column("sample_id")
+            rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
             rw = reweight(target_train, rand, cfg)
-            variants["no_graph"] = (rand[rw.keep].reset_index(drop=True), rw.weight[rw.keep], cfg)
+            kept = rw.sample_id.filter(pa.array(rw.keep)).combine_chunks()
+            variants["no_graph"] = (source_subset_part(ds, layout, kept, rw.weight[rw.keep], name="random_weighted"), cfg)
         if "no_weights" in cfg.ablations:
-            graph = pd.read_parquet(layout.require(layout.partition("selection/graph", ds)), columns=["sample_id"])
-            cands = source.merge(graph, on="sample_id").sort_values("sample_id", kind="stable").reset_index(drop=True)
-            variants["no_weights"] = (cands, np.ones(len(cands), np.float32), cfg)
+            variants["no_weights"] = (source_subset_part(ds, layout, graph_ids, name="graph_unweighted"), cfg)
         if "no_kd" in cfg.ablations:
-            variants["no_kd"] = (candidates, weight, cfg.replace(kd_enabled=False))
+            variants["no_kd"] = (candidates, cfg.replace(kd_enabled=False))
         if "fixed_kd" in cfg.ablations:
-            variants["fixed_kd"] = (candidates, weight, cfg.replace(kd_adaptive=False))
+            variants["fixed_kd"] = (candidates, cfg.replace(kd_adaptive=False))
         if "no_teacher_init" in cfg.ablations:
-            variants["no_teacher_init"] = (candidates, weight, cfg.replace(student_init_from_teacher=False))
-        for name, (cands, w, vcfg) in variants.items():
-            results[name] = train_student(name, ds, vcfg, layout, target_train, validation, cands, np.asarray(w),
-                                          teacher, "train_baselines")
+            variants["no_teacher_init"] = (candidates, cfg.replace(student_init_from_teacher=False))
+        for name, (cands, vcfg) in variants.items():
+            results[name] = train_student(name, ds, vcfg, layout, target_train, validation, cands, teacher, "train_baselines")
 
     secs = time.perf_counter() - t0
     summary = ", ".join(

@@ -83,6 +83,7 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
     teacher, student, each baseline and ablation) and look for the day's evaluation users."""
     from ecat_tasks import domain_reweight, graph_select, student_distill, teacher_refresh, train_baselines
     from ecat_tasks.config import ABLATIONS, BASELINES
+    from ecat_tasks.models.stream import LakeStream, Part
 
     cfg = tiny_config(baselines=list(BASELINES), ablations=list(ABLATIONS), student_hidden=[32, 16])
     ds = DAYS[0]
@@ -98,13 +99,20 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
 
         monkeypatch.setattr(module, name, wrapper)
 
+    def rows(data):  # a frame, or streamed parts: every row they would feed to training
+        if isinstance(data, pd.DataFrame):
+            return data
+        parts = [data] if isinstance(data, Part) else list(data)
+        tables = [t.to_pandas() for t in LakeStream(parts, ["user_id", "scenario"]).tables()]
+        return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["user_id", "scenario"])
+
     def phases(args, kwargs, _):
-        return [p.frame for p in kwargs.get("phases", args[4] if len(args) > 4 else [])]
+        return [rows(p.frame) for p in kwargs.get("phases", args[4] if len(args) > 4 else [])]
 
     for mod in (teacher_refresh, student_distill, train_baselines):
         spy(mod, "fit_day", phases)
-    spy(domain_reweight, "reweight", lambda args, kwargs, _: [args[0]])
-    spy(train_baselines, "reweight", lambda args, kwargs, _: [args[0]])
+    spy(domain_reweight, "reweight", lambda args, kwargs, _: [rows(args[0])])
+    spy(train_baselines, "reweight", lambda args, kwargs, _: [rows(args[0])])
     spy(graph_select, "_read_target_train", lambda args, kwargs, result: [result.to_pandas()])
 
     graph_select.graph_select(ds, cfg, layout)

@@ -13,7 +13,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,9 +22,10 @@ from torch import nn
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.metrics import auc
-from ecat_tasks.models.data import Batchable, Encoders, Vocabulary, make_batchable
+from ecat_tasks.models.data import Batchable, ColumnStats, Encoders, Vocabulary, make_batchable
 from ecat_tasks.models.health import check_health
 from ecat_tasks.models.networks import RankingModel, StarModel
+from ecat_tasks.models.stream import LakeStream, Part
 from ecat_tasks.models.training import (
     CHECKPOINT, CheckpointError, LossFn, load_checkpoint, make_optimizer, predict, save_checkpoint, seed_everything,
     select_device, train_epochs, warm_load, weighted_bce,
@@ -57,12 +58,21 @@ def build_network(arch: dict[str, Any], vocab_sizes: dict[str, int], n_dense: in
 
 @dataclass
 class Phase:
-    """One pass of training on one frame (fine-tuning is two phases)."""
+    """One pass of training over some rows (fine-tuning is two phases).
 
-    frame: pd.DataFrame
+    ``frame`` is either lake parts, streamed (:mod:`ecat_tasks.models.stream`), or a small
+    in-memory frame with an optional per-row ``weight``.
+    """
+
+    frame: pd.DataFrame | Sequence[Part]
     epochs: int
     weight: np.ndarray | None = None
     name: str = "train"
+
+    def parts(self) -> list[Part]:
+        if isinstance(self.frame, pd.DataFrame):
+            return [Part.from_frame(self.frame, self.weight, name=self.name)]
+        return list(self.frame)
 
 
 @dataclass
@@ -145,7 +155,16 @@ def fit_day(
     area = out_dir.parent.relative_to(layout.root).as_posix()
     prev_ds = layout.latest_before(area, ds)
     start_dir = init_from or (layout.model(name, prev_ds) if prev_ds else None)
-    all_rows = pd.concat([p.frame for p in phases], ignore_index=True)
+    columns = [*Encoders.columns(cfg.label), *(["scenario"] if arch["kind"] in SCENARIO_KINDS else [])]
+    streams = [LakeStream(p.parts(), columns, encode=None, buffer_rows=cfg.shuffle_buffer_rows, device=device)
+               for p in phases]
+    stats, scenario_ids = ColumnStats(), np.zeros(0, np.int64)
+    for stream in streams:  # one pass over the ids and dense columns: vocabularies and moments
+        for table in stream.tables(columns):
+            frame = table.to_pandas()
+            stats.add(frame)
+            if arch["kind"] in SCENARIO_KINDS:
+                scenario_ids = np.union1d(scenario_ids, np.unique(scenario_codes(frame["scenario"])))
 
     state = load_checkpoint(start_dir) if start_dir else None
     if state is not None:
@@ -156,7 +175,7 @@ def fit_day(
                 f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"
             )
         enc = Encoders.from_state(state["encoders"])
-        enc.refresh(all_rows, cfg.norm_momentum)
+        enc.refresh(stats, cfg.norm_momentum)
         scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
     elif embedding_init is not None:
         src = embedding_init.encoders
@@ -164,15 +183,15 @@ def fit_day(
                        src.dense_std.copy(), src.spec)
         scen = Vocabulary() if arch["kind"] in SCENARIO_KINDS else None
     else:
-        enc = Encoders.fit(all_rows)
+        enc = Encoders.from_stats(stats)
         scen = Vocabulary() if arch["kind"] in SCENARIO_KINDS else None
     old_sizes = enc.vocab_sizes() if state is not None else {n: 0 for n in enc.vocabs}
     if embedding_init is not None:
         for n, vocab in enc.vocabs.items():
             vocab.grow(embedding_init.encoders.vocabs[n].ids)
-    new_ids = enc.grow(all_rows)
+    new_ids = enc.grow(stats)
     if scen is not None:
-        scen.grow(scenario_codes(all_rows["scenario"]))
+        scen.grow(scenario_ids)
     arch = {**arch, "vocab_sizes": enc.vocab_sizes(), "n_dense": len(enc.spec.dense_names)}
     model = build_network(arch, arch["vocab_sizes"], arch["n_dense"]).to(device)
     extras = extra_modules(model) if extra_modules else {}
@@ -192,13 +211,18 @@ def fit_day(
 
     losses: list[float] = []
     rows = 0
-    for phase in phases:
-        extra = extra_data(loaded, phase.frame) if extra_data else {}
-        data = loaded.batchable(phase.frame, cfg.label, phase.weight, **extra).to(device)
-        rows += len(data)
-        losses += train_epochs(model, data, loss_fn, optimizer, phase.epochs, cfg.batch_size, generator, f"{name}/{phase.name}")
+    def encode(frame: pd.DataFrame, weight: np.ndarray, const: dict[str, np.ndarray]) -> Batchable:
+        extra = extra_data(loaded, frame) if extra_data else {}
+        return loaded.batchable(frame, cfg.label, weight, **const, **extra)
 
-    health, holdout_auc = check_before_publish(name, ds, cfg, loaded, extras, losses, holdout, phases[-1].frame)
+    for phase, stream in zip(phases, streams):
+        stream.encode = encode
+        rows += len(stream)
+        losses += train_epochs(model, stream, loss_fn, optimizer, phase.epochs, cfg.batch_size, generator,
+                               f"{name}/{phase.name}")
+
+    fallback = holdout if holdout is not None and len(holdout) else _first_rows(streams[-1], columns)
+    health, holdout_auc = check_before_publish(name, ds, cfg, loaded, extras, losses, holdout, fallback)
     model.cpu()
     for module in extras.values():
         module.cpu()
@@ -213,11 +237,11 @@ def fit_day(
             warm_start_checksum=(read_manifest(start_dir).get("checksum") if start_dir else None),
             cold_start=state is None,
             rows=rows,
-            phases=[{"name": p.name, "rows": len(p.frame), "epochs": p.epochs} for p in phases],
+            phases=[{"name": p.name, "rows": len(st), "epochs": p.epochs} for p, st in zip(phases, streams)],
             losses=[round(x, 6) for x in losses],
             holdout_auc=holdout_auc,
             health=health,
-            dense_profile=enc.dense_profile(all_rows),
+            dense_profile=enc.dense_profile(stats.dense_sample()),
             new_ids=new_ids,
             arch=arch,
             lr=lr,
@@ -245,6 +269,13 @@ def check_before_publish(name: str, ds: str, cfg: EcatConfig, loaded: LoadedMode
     if rows is holdout and holdout[cfg.label].nunique() == 2:
         holdout_auc = auc(holdout[cfg.label].to_numpy(), probs)
     return health, holdout_auc
+
+
+def _first_rows(stream: LakeStream, columns: list[str]) -> pd.DataFrame:
+    """The first slice of a stream's rows, as a frame (health checks when there is no holdout)."""
+    for table in stream.tables(columns):
+        return table.to_pandas()
+    return pd.DataFrame(columns=columns)
 
 
 @torch.no_grad()

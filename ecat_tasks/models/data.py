@@ -86,13 +86,20 @@ class Encoders:
         dense = _log_dense(frame, spec)
         return cls(vocabs, dense.mean(0), dense.std(0), spec)
 
-    def refresh(self, frame: pd.DataFrame, momentum: float) -> None:
-        """EMA of the dense mean and second moment towards ``frame``'s (weight ``momentum``)."""
-        if not len(frame) or momentum <= 0:
-            return
-        dense = _log_dense(frame, self.spec)
-        second = (1 - momentum) * (self.dense_std ** 2 + self.dense_mean ** 2) + momentum * (dense ** 2).mean(0)
-        self.dense_mean = (1 - momentum) * self.dense_mean + momentum * dense.mean(0)
+    def refresh(self, frame: "pd.DataFrame | ColumnStats", momentum: float) -> None:
+        """EMA of the dense mean and second moment towards ``frame``'s, or a stream's
+        :class:`ColumnStats`' (weight ``momentum``)."""
+        if isinstance(frame, ColumnStats):
+            if not frame.rows or momentum <= 0:
+                return
+            mean, second_new = frame.dense_mean(), frame.dense_second_moment()
+        else:
+            if not len(frame) or momentum <= 0:
+                return
+            dense = _log_dense(frame, self.spec)
+            mean, second_new = dense.mean(0), (dense ** 2).mean(0)
+        second = (1 - momentum) * (self.dense_std ** 2 + self.dense_mean ** 2) + momentum * second_new
+        self.dense_mean = (1 - momentum) * self.dense_mean + momentum * mean
         self.dense_std = np.sqrt(np.clip(second - self.dense_mean ** 2, 0, None))
 
     def scale(self) -> np.ndarray:
@@ -111,7 +118,23 @@ class Encoders:
                          "hist": [round(float(c), 6) for c in counts / max(len(z), 1)]}
         return out
 
-    def grow(self, frame: pd.DataFrame) -> dict[str, int]:
+    @staticmethod
+    def columns(label: str, spec: FeatureSpec = DEFAULT_SPEC) -> list[str]:
+        """The lake columns a model reads: its features and the label."""
+        return [*spec.sparse_names, *spec.dense_names, label]
+
+    @classmethod
+    def from_stats(cls, stats: "ColumnStats") -> "Encoders":
+        """:meth:`fit` from statistics accumulated over a stream (the same vocabularies and moments)."""
+        vocabs = {name: Vocabulary() for name in stats.spec.sparse_names}
+        for name, vocab in vocabs.items():
+            vocab.grow(stats.ids[name])
+        return cls(vocabs, stats.dense_mean(), stats.dense_std(), stats.spec)
+
+    def grow(self, frame: "pd.DataFrame | ColumnStats") -> dict[str, int]:
+        """Append unseen ids of a frame (or of a stream's :class:`ColumnStats`); new ids per column."""
+        if isinstance(frame, ColumnStats):
+            return {name: vocab.grow(frame.ids[name]) for name, vocab in self.vocabs.items()}
         return {name: vocab.grow(frame[name].to_numpy()) for name, vocab in self.vocabs.items()}
 
     def vocab_sizes(self) -> dict[str, int]:
@@ -149,6 +172,51 @@ def dense_psi(frame: pd.DataFrame, profile: dict[str, dict]) -> dict[str, float]
         expected = np.maximum(np.asarray(ref["hist"], dtype=np.float64), _PSI_EPS)
         out[name] = float(((actual - expected) * np.log(actual / expected)).sum())
     return out
+
+
+class ColumnStats:
+    """Distinct ids of every sparse column and moments of the transformed dense columns,
+    accumulated frame by frame: what :meth:`Encoders.fit` needs, without the whole frame."""
+
+    SAMPLE_ROWS = 200_000  # dense rows kept for the drift profile (an evenly spaced sample)
+
+    def __init__(self, spec: FeatureSpec = DEFAULT_SPEC) -> None:
+        self.spec = spec
+        self.ids = {n: np.zeros(0, np.int64) for n in spec.sparse_names}
+        self.rows = 0
+        self._sum = np.zeros(len(spec.dense_names))
+        self._sumsq = np.zeros(len(spec.dense_names))
+        self._sample: list[tuple[np.ndarray, np.ndarray]] = []  # (row numbers, raw dense values)
+        self._stride = 1
+
+    def add(self, frame: pd.DataFrame) -> None:
+        for name in self.ids:
+            self.ids[name] = np.union1d(self.ids[name], np.unique(frame[name].to_numpy(np.int64)))
+        raw = frame[self.spec.dense_names].to_numpy(np.float64)
+        dense = np.log1p(np.clip(raw, 0, None))
+        rownum = np.arange(self.rows, self.rows + len(frame))
+        keep = rownum % self._stride == 0
+        self._sample.append((rownum[keep], raw[keep]))
+        if sum(len(r) for r, _ in self._sample) > self.SAMPLE_ROWS:  # halve: every other kept row
+            self._stride *= 2
+            self._sample = [(r[r % self._stride == 0], v[r % self._stride == 0]) for r, v in self._sample]
+        self.rows += len(frame)
+        self._sum += dense.sum(0)
+        self._sumsq += (dense ** 2).sum(0)
+
+    def dense_second_moment(self) -> np.ndarray:
+        return self._sumsq / max(self.rows, 1)
+
+    def dense_sample(self) -> pd.DataFrame:
+        """Raw dense values of evenly spaced rows (at most ``SAMPLE_ROWS``), for profiles."""
+        values = np.concatenate([v for _, v in self._sample]) if self._sample else np.zeros((0, len(self.spec.dense_names)))
+        return pd.DataFrame(values, columns=self.spec.dense_names)
+
+    def dense_mean(self) -> np.ndarray:
+        return self._sum / max(self.rows, 1)
+
+    def dense_std(self) -> np.ndarray:
+        return np.sqrt(np.clip(self._sumsq / max(self.rows, 1) - self.dense_mean() ** 2, 0, None))
 
 
 @dataclass

@@ -1,0 +1,326 @@
+"""Training data streamed from the lake: Parquet record batches into torch, memory flat in rows.
+
+A :class:`LakeStream` is a list of :class:`Part` s (lake partitions or a small in-memory
+table, each with an optional row filter, per-row weight and constant extra columns). Each
+epoch it reads the parts' row groups through pyarrow's dataset scanner in a seeded order,
+interleaves their slices in proportion to their sizes (so a small target part is spread over
+the whole epoch, not bunched in one block), encodes them, and shuffles within a bounded
+buffer of ``buffer_rows`` rows before cutting mini-batches. Memory is that buffer plus one
+row group per part, whatever the day's size; the next block is read and encoded in a
+background thread while the current one trains.
+
+When every row fits in one buffer the stream encodes once and only reshuffles per epoch,
+which is the old in-memory behaviour at the old speed.
+
+Determinism: the row-group order, the interleave and the in-buffer permutation of an epoch
+all come from one seed drawn from the caller's generator, so a seed fixes the batch order.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.parquet as pq
+import torch
+
+from ecat_tasks.models.data import Batchable
+
+RowMask = Callable[[pa.Table], np.ndarray]
+RowValues = Callable[[pa.Table], np.ndarray]  # per-row values (weights)
+# frame of one block, its weights and constant extras -> tensors (the model's encoders)
+Encode = Callable[[pd.DataFrame, np.ndarray, dict[str, np.ndarray]], Batchable]
+
+DEFAULT_BUFFER_ROWS = 262_144
+SLICE_ROWS = 16_384
+
+
+@dataclass(frozen=True)
+class Part:
+    """Rows that one source contributes: lake partitions (``paths``) or an in-memory ``table``.
+
+    ``rows`` (sorted positions in the part's file order) selects rows by position, with
+    ``row_weight`` aligned to it; ``keep`` filters by content; ``weight`` (a function of the
+    rows) overrides the weights; ``const`` adds constant extra columns (e.g. ``domain``).
+    """
+
+    paths: tuple[Path, ...] = ()
+    table: pa.Table | None = None
+    rows: np.ndarray | None = None
+    row_weight: np.ndarray | None = None
+    keep: RowMask | None = None
+    weight: RowValues | None = None
+    const: dict[str, float] = field(default_factory=dict)
+    needs: tuple[str, ...] = ()  # columns ``keep`` and ``weight`` read
+    name: str = "rows"
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, weight: np.ndarray | None = None, name: str = "frame",
+                   **const: float) -> "Part":
+        """A small in-memory frame (tests, held-out subsets) as a part; ``weight`` aligned with its rows."""
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        row_weight = None if weight is None else np.asarray(weight, np.float32)
+        rows = None if weight is None else np.arange(len(frame))
+        return cls(table=table, rows=rows, row_weight=row_weight, const=dict(const), name=name)
+
+    def files(self) -> list[Path]:
+        return [f for path in self.paths for f in sorted(Path(path).glob("*.parquet"))]
+
+    def units(self) -> list[tuple[object, int, int]]:
+        """Readable units (row-group fragments or table slices): (unit, first row, rows), in file order."""
+        if self.table is not None:
+            n = self.table.num_rows
+            return [(None, start, min(SLICE_ROWS, n - start)) for start in range(0, n, SLICE_ROWS)]
+        out: list[tuple[object, int, int]] = []
+        start = 0
+        files = self.files()
+        if not files:
+            return out
+        for frag in pds.dataset([str(f) for f in files], format="parquet").get_fragments():
+            for rg in frag.split_by_row_group():
+                n = sum(info.num_rows for info in rg.row_groups)  # count_rows() counts the whole file
+                out.append((rg, start, n))
+                start += n
+        return out
+
+    def read(self, unit: tuple[object, int, int], columns: Sequence[str]) -> Iterator[pa.Table]:
+        """Selected, filtered slices of one unit, with ``__weight`` and the constant columns appended."""
+        cols = list(dict.fromkeys([*columns, *self.needs]))
+        frag, start, n = unit
+        if self.table is not None:
+            raw: Iterator[pa.Table] = iter([self.table.slice(start, n).select(cols)])
+        else:
+            raw = (pa.Table.from_batches([b]) for b in frag.to_batches(columns=cols, batch_size=SLICE_ROWS) if b.num_rows)
+        offset = start
+        for table in raw:
+            first, offset = offset, offset + table.num_rows
+            w = None
+            if self.rows is not None:
+                lo, hi = np.searchsorted(self.rows, [first, offset])
+                if hi == lo:
+                    continue
+                table = table.take(pa.array(self.rows[lo:hi] - first))
+                w = self.row_weight[lo:hi] if self.row_weight is not None else None
+            if self.weight is not None:
+                w = self.weight(table)
+            w = np.ones(table.num_rows, np.float32) if w is None else np.asarray(w, np.float32)
+            if self.keep is not None:
+                mask = np.asarray(self.keep(table), bool)
+                if not mask.all():
+                    table, w = table.filter(pa.array(mask)), w[mask]
+            if table.num_rows == 0:
+                continue
+            table = table.append_column("__weight", pa.array(w))
+            for name, value in self.const.items():
+                table = table.append_column(f"__const_{name}", pa.array(np.full(table.num_rows, value, np.float32)))
+            yield table
+
+
+def select_ids(part: Part, ids: pa.Array, weight: np.ndarray | None = None) -> Part:
+    """``part`` restricted to the rows whose ``sample_id`` is in ``ids`` (``weight`` aligned with ``ids``).
+
+    One lookup over the part's ``sample_id`` column (the ids' hash table built once) turns
+    the ids into row positions; every epoch then selects by position, with no string work.
+    """
+    if part.table is not None:
+        column = part.table.column("sample_id")
+    else:
+        column = pa.chunked_array([c for f in part.files() for c in pq.read_table(f, columns=["sample_id"]).column(0).chunks],
+                                  type=pa.string())
+    idx = pc.index_in(column.cast(pa.string()), value_set=ids.cast(pa.string()))
+    found = pc.is_valid(idx).to_numpy(zero_copy_only=False)
+    rows = np.flatnonzero(found)
+    row_weight = None
+    if weight is not None:
+        row_weight = np.asarray(weight, np.float32)[pc.fill_null(idx, 0).to_numpy(zero_copy_only=False)[rows]]
+    return replace(part, rows=rows, row_weight=row_weight)
+
+
+def drop_rows(mask_fn: Callable[[pd.DataFrame], np.ndarray], columns: Sequence[str]) -> RowMask:
+    """A row filter that keeps the rows where ``mask_fn`` (on a frame of ``columns``) is False."""
+    cols = list(columns)
+    return lambda t: ~np.asarray(mask_fn(t.select(cols).to_pandas()), bool)
+
+
+def with_filter(part: Part, keep: RowMask, needs: Sequence[str]) -> Part:
+    """``part`` restricted further to the rows ``keep`` marks."""
+    first = part.keep
+    combined = keep if first is None else (lambda t: first(t) & keep(t))
+    return replace(part, keep=combined, needs=tuple(dict.fromkeys([*part.needs, *needs])))
+
+
+def part_totals(part: Part) -> tuple[int, float]:
+    """Rows of a part after its filter, and the sum of their weights (one pass over the filter columns)."""
+    rows, total = 0, 0.0
+    if part.keep is None and part.weight is None:
+        rows = len(part.rows) if part.rows is not None else sum(n for _, _, n in part.units())
+        total = float(part.row_weight.sum(dtype=np.float64)) if part.row_weight is not None else float(rows)
+        return rows, total
+    for unit in part.units():
+        for table in part.read(unit, ()):
+            rows += table.num_rows
+            total += float(np.sum(table.column("__weight").to_numpy(), dtype=np.float64))
+    return rows, total
+
+
+def _tables_to_frame(tables: list[pa.Table]) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    table = pa.concat_tables(tables, promote_options="default") if len(tables) > 1 else tables[0]
+    weight = table.column("__weight").to_numpy().astype(np.float32)
+    const_cols = [c for c in table.column_names if c.startswith("__const_")]
+    const = {c[len("__const_"):]: table.column(c).to_numpy().astype(np.float32) for c in const_cols}
+    frame = table.drop_columns(["__weight", *const_cols]).to_pandas()
+    return frame, weight, const
+
+
+def _concat(blocks: list[Batchable]) -> Batchable:
+    return Batchable(torch.cat([b.sparse for b in blocks]), torch.cat([b.dense for b in blocks]),
+                     torch.cat([b.label for b in blocks]), torch.cat([b.weight for b in blocks]),
+                     {k: torch.cat([b.extra[k] for b in blocks]) for k in blocks[0].extra})
+
+
+def _take(data: Batchable, idx: torch.Tensor | slice) -> Batchable:
+    return Batchable(data.sparse[idx], data.dense[idx], data.label[idx], data.weight[idx],
+                     {k: v[idx] for k, v in data.extra.items()})
+
+
+class LakeStream:
+    """Shuffled mini-batches over ``parts``, read and encoded block by block (see the module doc)."""
+
+    def __init__(self, parts: Sequence[Part], columns: Sequence[str], encode: Encode | None = None,
+                 buffer_rows: int = DEFAULT_BUFFER_ROWS, device: torch.device | str = "cpu") -> None:
+        self.parts = list(parts)
+        self.columns = list(columns)
+        self.encode = encode
+        self.buffer_rows = max(int(buffer_rows), 1)
+        self.device = torch.device(device)
+        self._units = [p.units() for p in self.parts]
+        self._len: int | None = None
+        self._cached: Batchable | None = None
+
+    def __len__(self) -> int:
+        """Rows after filtering (a counting pass the first time, over the filter columns only)."""
+        if self._len is None:
+            self._len = sum(part_totals(part)[0] for part in self.parts)
+        return self._len
+
+    def tables(self, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+        """Every filtered slice in file order (no shuffle): for vocabularies, statistics, scoring."""
+        cols = self.columns if columns is None else list(columns)
+        for part, units in zip(self.parts, self._units):
+            for unit in units:
+                yield from part.read(unit, cols)
+
+    def _epoch_slices(self, seed: int | None) -> Iterator[pa.Table]:
+        """Slices of every part, row groups in a seeded order, parts interleaved by size."""
+        if seed is None:
+            yield from self.tables()
+            return
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        iters, labels = [], []
+        for k, (part, units) in enumerate(zip(self.parts, self._units)):
+            order = torch.randperm(len(units), generator=gen).tolist()
+            iters.append(part.read(units[i], self.columns) for i in order)
+            n_slices = sum(max(1, -(-n // SLICE_ROWS)) for _, _, n in units)
+            labels += [k] * n_slices
+        label_order = torch.tensor(labels, dtype=torch.int64)[torch.randperm(len(labels), generator=gen)].tolist()
+        flat = [self._flatten(it) for it in iters]
+        for k in label_order:
+            table = next(flat[k], None)
+            if table is not None:
+                yield table
+        for it in flat:  # slices left over (a unit gave more slices than its estimate)
+            yield from it
+
+    @staticmethod
+    def _flatten(per_unit: Iterator[Iterator[pa.Table]]) -> Iterator[pa.Table]:
+        for slices in per_unit:
+            yield from slices
+
+    def blocks(self, seed: int | None) -> Iterator[Batchable]:
+        """Encoded blocks of about ``buffer_rows`` rows, in the epoch's order."""
+        pending: list[pa.Table] = []
+        rows = 0
+        for table in self._epoch_slices(seed):
+            pending.append(table)
+            rows += table.num_rows
+            if rows >= self.buffer_rows:
+                yield self.encode(*_tables_to_frame(pending))
+                pending, rows = [], 0
+        if pending:
+            yield self.encode(*_tables_to_frame(pending))
+
+    def _prefetched(self, seed: int | None) -> Iterator[Batchable]:
+        """:meth:`blocks`, produced one block ahead in a background thread."""
+        q: queue.Queue = queue.Queue(maxsize=1)
+        stop = threading.Event()
+        done = object()
+
+        def produce() -> None:
+            try:
+                for block in self.blocks(seed):
+                    if stop.is_set():
+                        return
+                    q.put(block)
+                q.put(done)
+            except BaseException as exc:  # re-raised in the consumer
+                q.put(exc)
+
+        thread = threading.Thread(target=produce, name="lake-stream", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(0.05)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator[Batchable]:
+        """Mini-batches of one epoch; rows left over at a block's end carry into the next block."""
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if shuffle else None
+        if self._cached is None and self._fits_in_buffer():
+            self._cached = _concat(list(self.blocks(None))) if len(self) else None
+        if self._cached is not None or not len(self):
+            source: Iterator[Batchable] = iter([self._cached] if self._cached is not None else [])
+        else:
+            source = self._prefetched(seed)
+        carry: Batchable | None = None
+        for block in source:
+            block = block.to(self.device)
+            if carry is not None:
+                block = _concat([carry, block])
+                carry = None
+            n = len(block)
+            if shuffle:
+                block_gen = torch.Generator()
+                block_gen.manual_seed(seed)
+                seed = (seed * 6364136223846793005 + 1442695040888963407) % 2**62
+                order = torch.randperm(n, generator=block_gen).to(self.device)
+                block = _take(block, order)
+            full = n - n % batch_size
+            for start in range(0, full, batch_size):
+                yield _take(block, slice(start, start + batch_size))
+            if full < n:
+                carry = _take(block, slice(full, n))
+        if carry is not None:
+            yield carry
+
+    def _fits_in_buffer(self) -> bool:
+        return sum(n for units in self._units for _, _, n in units) <= self.buffer_rows
