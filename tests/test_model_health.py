@@ -65,7 +65,7 @@ def test_constant_predictions_are_not_published(layout, cfg):
     with pytest.raises(ModelHealthError, match=f"^teacher ds={D1} predictions are constant"):
         teacher_refresh(D1, cfg.replace(health_min_pred_std=0.5), layout)
     assert not layout.model("teacher", D1).exists()
-    m = teacher_refresh(D1, cfg, layout)
+    m = teacher_refresh(D1, cfg.replace(teacher_epochs=3), layout)  # one tiny epoch ranks at chance level
     assert read_manifest(layout.model("teacher", D1))["health"]["pred_std"] > cfg.health_min_pred_std
     assert m["holdout_auc"] > 0.5
 
