@@ -62,7 +62,11 @@ def pairwise_products(fields: torch.Tensor) -> torch.Tensor:
     """
     n = fields.shape[1]
     i, j = torch.triu_indices(n, n, offset=1, device=fields.device)
-    return (fields[:, i] * fields[:, j]).sum(-1)
+    # One batched Gram matrix and a column gather: ``fields[:, i] * fields[:, j]`` builds two
+    # [B, P, D] copies by advanced indexing, whose backward (a deterministic index_put with
+    # accumulation) was a third of the training step's time on CPU.
+    gram = torch.bmm(fields, fields.transpose(1, 2)).flatten(1)
+    return gram.index_select(1, i * n + j)
 
 
 class RankingModel(nn.Module):

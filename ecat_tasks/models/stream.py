@@ -133,8 +133,8 @@ def select_ids(part: Part, ids: pa.Array, weight: np.ndarray | None = None) -> P
     if part.table is not None:
         column = part.table.column("sample_id")
     else:
-        column = pa.chunked_array([c for f in part.files() for c in pq.read_table(f, columns=["sample_id"]).column(0).chunks],
-                                  type=pa.string())
+        column = pa.chunked_array([c.cast(pa.string()) for f in part.files()
+                                   for c in pq.read_table(f, columns=["sample_id"]).column(0).chunks], type=pa.string())
     idx = pc.index_in(column.cast(pa.string()), value_set=ids.cast(pa.string()))
     found = pc.is_valid(idx).to_numpy(zero_copy_only=False)
     rows = np.flatnonzero(found)
@@ -180,7 +180,7 @@ def _tables_to_frame(tables: list[pa.Table]) -> tuple[pd.DataFrame, np.ndarray, 
     return frame, weight, const
 
 
-def _concat(blocks: list[Batchable]) -> Batchable:
+def concat_blocks(blocks: list[Batchable]) -> Batchable:
     return Batchable(torch.cat([b.sparse for b in blocks]), torch.cat([b.dense for b in blocks]),
                      torch.cat([b.label for b in blocks]), torch.cat([b.weight for b in blocks]),
                      {k: torch.cat([b.extra[k] for b in blocks]) for k in blocks[0].extra})
@@ -296,7 +296,7 @@ class LakeStream:
         """Mini-batches of one epoch; rows left over at a block's end carry into the next block."""
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if shuffle else None
         if self._cached is None and self._fits_in_buffer():
-            self._cached = _concat(list(self.blocks(None))) if len(self) else None
+            self._cached = concat_blocks(list(self.blocks(None))) if len(self) else None
         if self._cached is not None or not len(self):
             source: Iterator[Batchable] = iter([self._cached] if self._cached is not None else [])
         else:
@@ -305,7 +305,7 @@ class LakeStream:
         for block in source:
             block = block.to(self.device)
             if carry is not None:
-                block = _concat([carry, block])
+                block = concat_blocks([carry, block])
                 carry = None
             n = len(block)
             if shuffle:

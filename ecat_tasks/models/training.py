@@ -36,13 +36,16 @@ def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
     """Seed every RNG a step touches and pick deterministic kernels; returns the batch-order generator.
 
     Seeding alone does not make a re-run reproduce its checkpoint bit for bit: with more than
-    one intra-op thread, the backward of advanced indexing (``fields[:, i]`` in the pairwise
-    products) accumulates through ``index_put_(accumulate=True)``, whose parallel CPU kernel
-    sums in a run-dependent order. Deterministic algorithms select the sort-based kernel
-    (``warn_only``: an op without a deterministic kernel, on CUDA say, warns, never fails).
+    one intra-op thread, accumulating backward kernels (``index_put_(accumulate=True)`` behind
+    advanced indexing, embedding gradients on CUDA) may sum in a run-dependent order.
+    Deterministic algorithms select order-stable kernels (``warn_only``: an op without a
+    deterministic kernel warns, never fails). On CUDA, ``CUBLAS_WORKSPACE_CONFIG`` makes cuBLAS
+    deterministic too; it must be set before the first CUDA call, which is why it is set here.
     """
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, if CUDA is used
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # torch.use_deterministic_algorithms also sets the same flag in torch._inductor's config,
+    # importing the compiler stack (seconds per task process); nothing here compiles.
+    torch._C._set_deterministic_algorithms(True, warn_only=True)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
