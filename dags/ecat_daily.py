@@ -2,8 +2,9 @@
 
 check_conf -> wait_for_data (sensor) -> extract (to staging) -> validate (publishes to the lake)
 -> score_previous_day (yesterday's models on today's rows, before anything trains on today)
--> {graph_select -> domain_reweight, teacher_refresh} -> {student_distill, train_baselines}
--> evaluate -> promote. Logic lives in ``ecat_tasks``; see README.
+-> {graph_select -> domain_reweight, teacher_refresh, plan_comparisons} -> {student_distill,
+train_comparison[model] per due comparison model} -> evaluate -> promote. Logic lives in
+``ecat_tasks``; see README.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from ecat_tasks.airflow_edge import data_landed, on_failure, run_step
 from ecat_tasks.config import ecat_home, param_schema
@@ -95,12 +96,21 @@ def ecat_daily() -> None:
     def student_distill(_w: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("student_distill", ds, params)
 
-    @task(**TRAIN, outlets=[_asset("models/baselines")])
-    def train_baselines(_w: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
-        return run_step("train_baselines", ds, params)
+    @task
+    def plan_comparisons(_: dict, ds: str | None = None, params: dict | None = None) -> list:
+        return run_step("plan_comparisons", ds, params)
 
-    @task(outlets=[_asset("reports/metrics")])
-    def evaluate(_s: dict, _b: dict, ds: str | None = None, params: dict | None = None) -> dict:
+    # One task per comparison model (mapped over today's plan): each retried alone, on the
+    # train queue, so models run in parallel on the train workers.
+    @task(**TRAIN, outlets=[_asset("models/baselines")], map_index_template="{{ comparison_model }}")
+    def train_comparison(model: str, _w: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        get_current_context()["comparison_model"] = model
+        return run_step("train_comparison", ds, params, model=model)
+
+    # none_failed: on a day no comparison model is due, the empty mapping is skipped and the
+    # report scores their newest checkpoints.
+    @task(outlets=[_asset("reports/metrics")], trigger_rule="none_failed")
+    def evaluate(_s: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("evaluate", ds, params)
 
     @task(retries=0)
@@ -111,8 +121,10 @@ def ecat_daily() -> None:
     weights = domain_reweight(graph_select(scored))
     teacher = teacher_refresh(scored)
     student = student_distill(weights, teacher)
-    baselines = train_baselines(weights, teacher)
-    promote(evaluate(student, baselines))
+    comparisons = train_comparison.partial(_w=weights, _t=teacher).expand(model=plan_comparisons(scored))
+    evaluated = evaluate(student)
+    comparisons >> evaluated
+    promote(evaluated)
 
 
 ecat_daily()

@@ -43,6 +43,8 @@ STEPS = {
     "teacher_refresh": "ecat_tasks.teacher_refresh:teacher_refresh",
     "student_distill": "ecat_tasks.student_distill:student_distill",
     "train_baselines": "ecat_tasks.train_baselines:train_baselines",
+    "plan_comparisons": "ecat_tasks.train_baselines:plan_comparisons",
+    "train_comparison": "ecat_tasks.train_baselines:train_comparison",
     "evaluate": "ecat_tasks.evaluate:evaluate",
     "promote": "ecat_tasks.promote:promote",
 }
@@ -96,8 +98,9 @@ def fail_fast(exc: PermanentError) -> BaseException:
     return err
 
 
-def run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one pipeline step for ``ds`` with the run's params; return its manifest.
+def run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> Any:
+    """Run one pipeline step for ``ds`` with the run's params (and a mapped task's ``kwargs``,
+    e.g. ``model``); return its manifest.
 
     Data and config errors (:class:`PermanentError`) fail the task at once, without retries.
     """
@@ -152,7 +155,7 @@ def _run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
         finally:
             connection.close()
     else:
-        manifest = func(ds, cfg)
+        manifest = func(ds, cfg, **kwargs)
     if step == "promote":
         notify_promotion(ds, manifest)
     if step == "score_previous_day" and manifest.get("champion_check") == "rolled_back":

@@ -92,6 +92,7 @@ class EcatConfig:
     # --- evaluation and promotion -------------------------------------------------------
     baselines: list = _f(list(BASELINES), "Baselines trained side by side.", type="array", items={"type": "string", "enum": list(BASELINES)}, uniqueItems=True)
     ablations: list = _f(list(ABLATIONS), "ECAT ablations trained side by side.", type="array", items={"type": "string", "enum": list(ABLATIONS)}, uniqueItems=True)
+    compare_every_days: int = _f(1, "Comparison models (baselines, ablations) retrain when their newest checkpoint is this many days old; in between, evaluation scores that checkpoint and the report names its day.", minimum=1, maximum=365)
     promote_min_lift: float = _f(0.0, "Student validation AUC must beat target-only's by more than this.", minimum=-1.0, maximum=1.0)
     promote_tolerance: float = _f(0.005, "Student validation AUC may trail the current champion's by at most this; the next day, a champion whose next-day AUC trails the version it replaced by more is rolled back.", minimum=0.0, maximum=1.0)
     registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -20,7 +20,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import target_day
 from ecat_tasks.metrics import all_metrics
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import METRICS_FILE, checkpoint_checksum, model_dir, read_report, write_report
+from ecat_tasks.report import METRICS_FILE, checkpoint_checksum, model_dir, newest_checkpoint_day, read_report, write_report
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import log_model_metrics
 
@@ -36,12 +36,24 @@ def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFram
     return {"validation": split.validation, "holdout": split.holdout}
 
 
-def score_models(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, dict[str, dict[str, float]]]:
-    """metrics[model][eval_set] for every configured model."""
+def trained_days(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, str | None]:
+    """Day of the checkpoint each comparison model is scored with: ``ds`` when it trained today,
+    else its newest earlier one (``compare_every_days`` > 1), None when it never trained."""
+    return {name: newest_checkpoint_day(layout, name, ds) for name in models_to_evaluate(cfg)
+            if name not in ("ecat", "teacher")}
+
+
+def score_models(ds: str, cfg: EcatConfig, layout: Layout,
+                 trained: dict[str, str | None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """metrics[model][eval_set] for every configured model that has a checkpoint."""
     sets = eval_sets(ds, cfg, layout)
+    trained = trained_days(ds, cfg, layout) if trained is None else trained
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in models_to_evaluate(cfg):
-        loaded = load_model(layout.require(model_dir(layout, name, ds)))
+        if name in trained and trained[name] is None:
+            log.warning("comparison model %s has no checkpoint on or before %s yet: not scored", name, ds)
+            continue
+        loaded = load_model(layout.require(model_dir(layout, name, trained.get(name) or ds)))
         out[name] = {}
         for set_name, frame in sets.items():
             probs = loaded.score(frame, cfg.label)
@@ -75,7 +87,8 @@ def carry_over(old: dict[str, Any] | None, report: dict[str, Any]) -> list[str]:
 def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     layout = layout or Layout()
     t0 = time.perf_counter()
-    metrics = score_models(ds, cfg, layout)
+    trained = trained_days(ds, cfg, layout)
+    metrics = score_models(ds, cfg, layout, trained)
     baselines = [b for b in cfg.baselines if b in metrics]
     best = max(baselines, key=lambda b: np.nan_to_num(metrics[b]["validation"]["auc"]), default=None)
     ecat = metrics["ecat"]["validation"]
@@ -86,7 +99,8 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
         "gauc_lift": ecat["gauc"] - metrics[best]["validation"]["gauc"] if best else float("nan"),
     }
     report = {"ds": ds, "label": cfg.label, "models": metrics, "summary": lift, "parameters": cfg.to_dict(),
-              "checkpoints": {m: checkpoint_checksum(layout, m, ds) for m in metrics}}
+              "checkpoints": {m: checkpoint_checksum(layout, m, trained.get(m) or ds) for m in metrics},
+              "comparison_trained_ds": trained}
     stale = carry_over(read_report(layout, ds), report)
     if stale:
         log.warning("evaluate ds=%s: the next-day scores of %s were computed on checkpoints this rerun replaced: "
@@ -104,9 +118,11 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     secs = time.perf_counter() - t0
     log.info(
         "evaluate ds=%s: %d models; validation (%d rows): ECAT AUC %.4f GAUC %.4f, best baseline %s AUC %.4f, "
-        "lift AUC %+.4f GAUC %+.4f; cold-start holdout (%d rows): ECAT AUC %.4f%s; report %s in %.1fs",
+        "lift AUC %+.4f GAUC %+.4f; cold-start holdout (%d rows): ECAT AUC %.4f; comparison models not trained "
+        "today: %s%s; report %s in %.1fs",
         ds, len(metrics), ecat["rows"], ecat["auc"], ecat["gauc"], best, lift["best_baseline_auc"], lift["auc_lift"],
         lift["gauc_lift"], hold["rows"], hold["auc"],
+        ", ".join(f"{m} (last {d or 'never'})" for m, d in trained.items() if d != ds) or "none",
         "; next-day scores kept" if "next_day" in report else "", out_dir / "report.html", secs,
     )
     return {"ds": ds, "metrics_path": str(out_dir / METRICS_FILE), "report": str(out_dir / "report.html"),

@@ -51,14 +51,25 @@ def model_dir(layout: Layout, name: str, ds: str) -> Path:
     return layout.model(name, ds)
 
 
-def existing_models(layout: Layout, ds: str) -> list[str]:
-    """Every model with a published checkpoint for ``ds``, ECAT first."""
-    names = [n for n in ("ecat", "teacher") if (model_dir(layout, n, ds) / MANIFEST).is_file()]
+def newest_checkpoint_day(layout: Layout, name: str, ds: str) -> str | None:
+    """Day of the newest checkpoint of ``name`` on or before ``ds`` (comparison models train
+    every ``compare_every_days`` days; in between the newest one stands for them)."""
+    area = model_dir(layout, name, ds).parent.relative_to(layout.root).as_posix()
+    return layout.latest_on_or_before(area, ds)
+
+
+def scorable_models(layout: Layout, ds: str) -> dict[str, str]:
+    """Every model that can be scored as ``ds``'s: ECAT and the teacher of ``ds``, and each
+    comparison model's newest checkpoint on or before ``ds`` (name -> its day)."""
+    out = {n: ds for n in ("ecat", "teacher") if (model_dir(layout, n, ds) / MANIFEST).is_file()}
     base = layout.root / "models" / "baselines"
     if base.is_dir():
-        for d in sorted(p.name for p in base.iterdir() if (p / f"ds={ds}" / MANIFEST).is_file()):
-            names.append(f"ecat_{d}" if d in ABLATIONS else d)
-    return names
+        for d in sorted(p.name for p in base.iterdir() if p.is_dir()):
+            name = f"ecat_{d}" if d in ABLATIONS else d
+            day = newest_checkpoint_day(layout, name, ds)
+            if day is not None:
+                out[name] = day
+    return out
 
 
 def checkpoint_checksum(layout: Layout, name: str, ds: str) -> str | None:
@@ -195,6 +206,11 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
         parts.append("<h2>Next day (primary)</h2><p>Not scored yet: these models are scored on the next day's "
                      "target rows when that day's run starts (task score_previous_day).</p>")
 
+    stale = {m: d for m, d in report.get("comparison_trained_ds", {}).items() if d != ds}
+    if stale:
+        parts.append("<p>Comparison models not trained on this day (<code>compare_every_days</code>), scored with their "
+                     "newest checkpoint: " + html.escape(", ".join(f"{m} trained {d or 'never'}" for m, d in stale.items()))
+                     + "</p>")
     parts.append(f'<h2>Next-day AUC over days</h2><img src="{PLOT_FILE}" alt="next-day AUC per model by day">')
 
     for set_name, title in (("validation", "Validation slice (the only slice decisions read)"),

@@ -24,7 +24,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import target_rows
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import checkpoint_checksum, existing_models, model_dir, read_report, write_report
+from ecat_tasks.report import checkpoint_checksum, model_dir, read_report, scorable_models, write_report
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import (
     ALIAS, add_run_metrics, champion_version, client, score_version, versions_of_day,
@@ -90,7 +90,8 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
     layout = layout or Layout()
     t0 = time.perf_counter()
     prev = shift_ds(ds, -1)
-    names = existing_models(layout, prev)
+    days = scorable_models(layout, prev)  # comparison models: their newest checkpoint (compare_every_days)
+    names = list(days)
     if not names:
         log.info("score_previous_day ds=%s: no models of %s (first day, or that day did not train): nothing to score",
                  ds, prev)
@@ -100,7 +101,7 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
     scores: dict[str, np.ndarray] = {}
     metrics: dict[str, dict[str, Any]] = {}
     for name in names:
-        probs = np.asarray(load_model(model_dir(layout, name, prev)).score(frame, cfg.label), np.float64)
+        probs = np.asarray(load_model(model_dir(layout, name, days[name])).score(frame, cfg.label), np.float64)
         if not np.isfinite(probs).all():
             log.error("score_previous_day ds=%s: model %s of %s gives non-finite scores on %s: not scored", ds, name, prev, ds)
             continue
@@ -117,7 +118,7 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
         report["models"].setdefault(name, {})["next_day"] = m
     report["next_day"] = {
         "ds": ds, "rows": int(len(frame)), "users": int(pd.Series(users).nunique()),
-        "checkpoints": {n: checkpoint_checksum(layout, n, prev) for n in metrics},
+        "checkpoints": {n: checkpoint_checksum(layout, n, days[n]) for n in metrics},
         "lift": lift, "champion_check": check, "n_resamples": N_RESAMPLES,
     }
     write_report(layout, prev, report, "score_previous_day")

@@ -105,6 +105,11 @@ class Layout:
         earlier = [d for d in self.existing_days(area) if d < ds]
         return earlier[-1] if earlier else None
 
+    def latest_on_or_before(self, area: str, ds: str) -> str | None:
+        """Newest complete partition of ``area`` dated ``ds`` or earlier."""
+        days = [d for d in self.existing_days(area) if d <= ds]
+        return days[-1] if days else None
+
     def require(self, path: Path) -> Path:
         """Return ``path`` if it holds a complete partition, else a named error."""
         if (path / MANIFEST).is_file():

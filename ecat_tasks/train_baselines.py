@@ -1,4 +1,8 @@
-"""train_baselines: the models ECAT must beat, and its ablations, trained side by side.
+"""Comparison models: the models ECAT must beat, and its ablations, one training task each.
+
+The DAG maps :func:`train_comparison` over :func:`plan_comparisons`' list (one task per model,
+retried alone, on the train queue); ``compare_every_days`` sets how often each is retrained.
+:func:`train_baselines` trains every due model in one process (benchmarks, the direct runner).
 
 Baselines (student-sized unless noted), each a continual chain of its own unless noted:
 - target_only: target-train rows only.
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,7 +38,7 @@ from ecat_tasks.inputs import (
 )
 from ecat_tasks.models.continual import Phase, checkpoint_arch, fit_day, load_model
 from ecat_tasks.models.stream import Part
-from ecat_tasks.storage import Layout
+from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.student_distill import student_arch, train_student
 
 log = logging.getLogger(__name__)
@@ -48,57 +51,110 @@ def _random_ids(source_ids: pa.ChunkedArray, n: int, seed: int) -> pa.Array:
     return source_ids.take(pa.array(idx)).combine_chunks()
 
 
-def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+def comparison_models(cfg: EcatConfig) -> list[str]:
+    """Every configured comparison model: the baselines, then the ablations."""
+    return [*cfg.baselines, *cfg.ablations]
+
+
+def plan_comparisons(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> list[str]:
+    """The comparison models due on ``ds`` under the cadence ``compare_every_days``.
+
+    A model is due when it has no checkpoint before ``ds`` or its newest one is at least
+    ``compare_every_days`` old; a rerun of ``ds`` therefore makes the same decision. The DAG
+    maps one training task over this list (empty: nothing to train today).
+    """
     layout = layout or Layout()
+    due, skipped = [], {}
+    for model in comparison_models(cfg):
+        prev = layout.latest_before(f"models/baselines/{model}", ds)
+        if prev is None or prev <= shift_ds(ds, -cfg.compare_every_days):
+            due.append(model)
+        else:
+            skipped[model] = prev
+    log.info("plan_comparisons ds=%s: every %d day(s); %d to train (%s), %d not due (last trained: %s)",
+             ds, cfg.compare_every_days, len(due), ", ".join(due) or "none", len(skipped),
+             ", ".join(f"{m} {d}" for m, d in skipped.items()) or "-")
+    return due
+
+
+def train_comparison(ds: str, cfg: EcatConfig, layout: Layout | None = None, model: str = "") -> dict[str, Any]:
+    """Train one comparison model for ``ds`` (one mapped task of the DAG; retried alone)."""
+    layout = layout or Layout()
+    if model not in comparison_models(cfg):
+        raise ValueError(f"comparison model {model!r} is not configured; configured: {comparison_models(cfg)}")
     t0 = time.perf_counter()
     validation = target_day(ds, cfg, layout).validation
-    target_train, source = target_train_part([ds], cfg, layout), source_part([ds], layout)
+    target_train = target_train_part([ds], cfg, layout)
+    if model in cfg.baselines:
+        m = _fit_baseline(model, ds, cfg, layout, target_train, validation)
+    else:
+        m = _fit_ablation(model, ds, cfg, layout, target_train, validation)
+    secs = time.perf_counter() - t0
+    auc = "n/a" if m["holdout_auc"] is None else f"{m['holdout_auc']:.4f}"
+    log.info("train_comparison ds=%s model=%s: %s from %s, %d rows, loss %.4f, validation AUC %s, wrote %s in %.1fs",
+             ds, model, "cold start" if m["cold_start"] else "warm start", m["warm_start_ds"] or "scratch", m["rows"],
+             m["losses"][-1], auc, m["path"], secs)
+    return {"ds": ds, "model": model, "path": m["path"], "holdout_auc": m["holdout_auc"],
+            "warm_start_ds": m["warm_start_ds"], "cold_start": m["cold_start"], "rows": m["rows"],
+            "seconds": round(secs, 2)}
+
+
+def _fit_baseline(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_train: Part,
+                  validation: Any) -> dict[str, Any]:
+    source = source_part([ds], layout)
     arch = student_arch(cfg)
-    results: dict[str, dict[str, Any]] = {}
+    init_from = None
+    if model == "target_only":
+        phases = [Phase([target_train], cfg.student_epochs, name="target")]
+    elif model == "mixed":
+        phases = [Phase([target_train, source], cfg.student_epochs, name="target+all_source")]
+    elif model == "mixed_scenario":
+        phases = [Phase([target_train, source], cfg.student_epochs, name="target+all_source")]
+        arch = {**arch, "kind": "ranking_scenario"}
+    elif model == "finetune":
+        phases = [Phase([source], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")]
+    elif model == "teacher_finetune":
+        init_from = layout.require(layout.model("teacher", ds))
+        phases = [Phase([target_train], cfg.student_epochs, name="finetune_target")]
+        arch = checkpoint_arch(init_from)
+    elif model == "star":
+        phases = [Phase([target_train, source], 1, name="all_scenarios")]
+        arch = {**arch, "kind": "star"}
+    else:
+        raise ValueError(f"unknown baseline {model!r}")
+    return fit_day(model, ds, cfg, layout, phases, arch, cfg.student_lr, validation, task="train_comparison",
+                   init_from=init_from)
 
-    def fit(name: str, phases: list[Phase], model_arch: dict[str, Any] = arch, init_from: Path | None = None) -> None:
-        results[name] = fit_day(name, ds, cfg, layout, phases, model_arch, cfg.student_lr, validation,
-                                init_from=init_from, task="train_baselines")
 
-    if "target_only" in cfg.baselines:
-        fit("target_only", [Phase([target_train], cfg.student_epochs, name="target")])
-    if "mixed" in cfg.baselines:
-        fit("mixed", [Phase([target_train, source], cfg.student_epochs, name="target+all_source")])
-    if "mixed_scenario" in cfg.baselines:
-        fit("mixed_scenario", [Phase([target_train, source], cfg.student_epochs, name="target+all_source")],
-            {**arch, "kind": "ranking_scenario"})
-    if "finetune" in cfg.baselines:
-        fit("finetune", [Phase([source], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")])
-    if "teacher_finetune" in cfg.baselines:
-        teacher_dir = layout.require(layout.model("teacher", ds))
-        fit("teacher_finetune", [Phase([target_train], cfg.student_epochs, name="finetune_target")],
-            checkpoint_arch(teacher_dir), init_from=teacher_dir)
-    if "star" in cfg.baselines:
-        fit("star", [Phase([target_train, source], 1, name="all_scenarios")], {**arch, "kind": "star"})
-
-    if cfg.ablations:
+def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_train: Part,
+                  validation: Any) -> dict[str, Any]:
+    teacher = load_model(layout.require(layout.model("teacher", ds)))
+    vcfg = cfg
+    if model == "no_graph":  # random candidates of the graph's cap, reweighted like the graph's
+        graph_ids = graph_candidates_ids(ds, layout).column("sample_id")
+        source_ids = pq.read_table(layout.require(layout.lake("source", ds)), columns=["sample_id"]).column("sample_id")
+        rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
+        rw = reweight(target_train, rand, cfg)
+        kept = rw.sample_id.filter(pa.array(rw.keep)).combine_chunks()
+        candidates = source_subset_part(ds, layout, kept, rw.weight[rw.keep], name="random_weighted")
+    elif model == "no_weights":  # graph candidates, weight 1
+        graph_ids = graph_candidates_ids(ds, layout).column("sample_id").combine_chunks()
+        candidates = source_subset_part(ds, layout, graph_ids, name="graph_unweighted")
+    else:
         candidates, _, _ = candidates_part(ds, layout)
-        teacher = load_model(layout.require(layout.model("teacher", ds)))
-        variants: dict[str, tuple[Part, EcatConfig]] = {}
-        if "no_graph" in cfg.ablations or "no_weights" in cfg.ablations:
-            graph_ids = graph_candidates_ids(ds, layout).column("sample_id").combine_chunks()
-        if "no_graph" in cfg.ablations:
-            source_ids = pq.read_table(layout.require(layout.lake("source", ds)), columns=["sample_id"]).column("sample_id")
-            rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
-            rw = reweight(target_train, rand, cfg)
-            kept = rw.sample_id.filter(pa.array(rw.keep)).combine_chunks()
-            variants["no_graph"] = (source_subset_part(ds, layout, kept, rw.weight[rw.keep], name="random_weighted"), cfg)
-        if "no_weights" in cfg.ablations:
-            variants["no_weights"] = (source_subset_part(ds, layout, graph_ids, name="graph_unweighted"), cfg)
-        if "no_kd" in cfg.ablations:
-            variants["no_kd"] = (candidates, cfg.replace(kd_enabled=False))
-        if "fixed_kd" in cfg.ablations:
-            variants["fixed_kd"] = (candidates, cfg.replace(kd_adaptive=False))
-        if "no_teacher_init" in cfg.ablations:
-            variants["no_teacher_init"] = (candidates, cfg.replace(student_init_from_teacher=False))
-        for name, (cands, vcfg) in variants.items():
-            results[name] = train_student(name, ds, vcfg, layout, target_train, validation, cands, teacher, "train_baselines")
+        overrides = {"no_kd": {"kd_enabled": False}, "fixed_kd": {"kd_adaptive": False},
+                     "no_teacher_init": {"student_init_from_teacher": False}}
+        if model not in overrides:
+            raise ValueError(f"unknown ablation {model!r}")
+        vcfg = cfg.replace(**overrides[model])
+    return train_student(model, ds, vcfg, layout, target_train, validation, candidates, teacher, "train_comparison")
 
+
+def train_baselines(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+    """Every comparison model due on ``ds``, one after another (the DAG maps them as tasks)."""
+    layout = layout or Layout()
+    t0 = time.perf_counter()
+    results = {m: train_comparison(ds, cfg, layout, m) for m in plan_comparisons(ds, cfg, layout)}
     secs = time.perf_counter() - t0
     summary = ", ".join(
         f"{n}={'n/a' if r['holdout_auc'] is None else format(r['holdout_auc'], '.4f')}"

@@ -1,7 +1,10 @@
 """The comparison models of train_baselines: each trains, warm-starts as documented, and the
 two transfer baselines (teacher_finetune, mixed_scenario) do what their names promise."""
 
+import json
+
 import numpy as np
+import pytest
 import torch
 
 from conftest import DAYS
@@ -10,7 +13,7 @@ from ecat_tasks.models.continual import load_model
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.storage import read_manifest
 from ecat_tasks.teacher_refresh import teacher_refresh
-from ecat_tasks.train_baselines import train_baselines
+from ecat_tasks.train_baselines import plan_comparisons, train_baselines, train_comparison
 
 D1, D2 = DAYS
 
@@ -79,3 +82,40 @@ def test_mixed_scenario_reads_the_scenario(layout, cfg):
     as_target = loaded.score(rows, cfg.label)
     as_source = loaded.score(rows.assign(scenario=source_scenario), cfg.label)
     assert np.abs(as_target - as_source).max() > 1e-4  # same rows, another scenario: another prediction
+
+
+def test_comparison_models_train_one_per_task_and_a_bad_name_is_refused(layout, cfg):
+    cfg = cfg.replace(baselines=["target_only", "mixed"], ablations=[])
+    out = train_comparison(D1, cfg, layout, "mixed")
+    assert out["model"] == "mixed" and out["cold_start"] and layout.model("mixed", D1).exists()
+    assert not layout.model("target_only", D1).exists()  # one task trains one model, and only it
+    with pytest.raises(ValueError, match="comparison model 'star' is not configured"):
+        train_comparison(D1, cfg, layout, "star")
+
+
+def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint(layout, cfg):
+    """compare_every_days=2: day 1 trains, day 2 does not (evaluation scores day 1's model and
+    says so), and a day once due stays due on a rerun."""
+    from ecat_tasks.domain_reweight import domain_reweight
+    from ecat_tasks.evaluate import evaluate
+    from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.student_distill import student_distill
+
+    cfg = cfg.replace(baselines=["target_only"], ablations=[], compare_every_days=2)
+    assert plan_comparisons(D1, cfg, layout) == ["target_only"]
+    for ds in DAYS:
+        graph_select(ds, cfg, layout)
+        domain_reweight(ds, cfg, layout)
+        teacher_refresh(ds, cfg, layout)
+        student_distill(ds, cfg, layout)
+        for model in plan_comparisons(ds, cfg, layout):
+            train_comparison(ds, cfg, layout, model)
+        evaluate(ds, cfg, layout)
+    assert plan_comparisons(D2, cfg, layout) == []  # trained on D1, one day ago
+    assert plan_comparisons(D2, cfg.replace(compare_every_days=1), layout) == ["target_only"]
+    assert plan_comparisons(D1, cfg, layout) == ["target_only"]  # a rerun of D1 decides as before
+    assert layout.model("target_only", D1).exists() and not layout.model("target_only", D2).exists()
+    report = json.loads((layout.report(D2) / "metrics.json").read_text())
+    assert report["comparison_trained_ds"] == {"target_only": D1}
+    assert "target_only" in report["models"]  # scored with its newest checkpoint
+    assert f"target_only {D1}" in (layout.report(D2) / "report.html").read_text()

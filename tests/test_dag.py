@@ -16,9 +16,9 @@ from ecat_tasks.synthetic import seed_warehouse
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 HEAVY = ("torch", "dgl", "great_expectations", "mlflow", "sklearn")
-TRAINING = {"graph_select", "domain_reweight", "teacher_refresh", "student_distill", "train_baselines"}
+TRAINING = {"graph_select", "domain_reweight", "teacher_refresh", "student_distill", "train_comparison"}
 TASKS = {"check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
-         "train_baselines", "evaluate", "promote"}
+         "plan_comparisons", "train_comparison", "evaluate", "promote"}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,9 @@ def test_wiring(dag) -> None:
     assert up["domain_reweight"] == {"graph_select"}
     assert up["teacher_refresh"] == {"score_previous_day"}
     assert up["student_distill"] == {"domain_reweight", "teacher_refresh"}
-    assert up["train_baselines"] == {"domain_reweight", "teacher_refresh"}
-    assert up["evaluate"] == {"student_distill", "train_baselines"}
+    assert up["plan_comparisons"] == {"score_previous_day"}
+    assert up["train_comparison"] == {"domain_reweight", "teacher_refresh", "plan_comparisons"}
+    assert up["evaluate"] == {"student_distill", "train_comparison"}
     assert up["promote"] == {"evaluate"}
     assert dag.max_active_runs == 1
 
@@ -78,8 +79,15 @@ def test_operational_settings(dag) -> None:
     assert tasks["check_conf"].retries == 0
     sensor = tasks["wait_for_data"]
     assert sensor.mode == "reschedule" and sensor.retries == 0 and sensor.timeout == 6 * 3600  # frees its slot
-    for name in ("teacher_refresh", "student_distill", "train_baselines"):
+    for name in ("teacher_refresh", "student_distill", "train_comparison"):
         assert tasks[name].depends_on_past, name  # each day warm-starts from the day before
+    # one task per comparison model, mapped over the day's plan, each retried alone
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(tasks["train_comparison"], MappedOperator)
+    assert tasks["train_comparison"].retries >= 1
+    assert tasks["evaluate"].trigger_rule == "none_failed"  # runs when no comparison model is due
+    assert tasks["train_comparison"].queue == tasks["teacher_refresh"].queue  # the train queue
     outlets = {a.name for t in dag.tasks for a in t.outlets}
     assert {"ecat.lake.target", "ecat.models.student", "ecat.reports.metrics"} <= outlets
 
