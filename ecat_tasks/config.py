@@ -100,6 +100,7 @@ class EcatConfig:
     seed: int = _f(42, "Seed of every random choice and of training.", minimum=0, maximum=2**31 - 1)
     device: str = _f("cpu", "Torch device for training: cpu, cuda or cuda:N.", pattern="^(cpu|cuda(:[0-9]+)?)$")
     health_min_pred_std: float = _f(1e-4, "A trained model whose validation predictions have a smaller standard deviation is constant: not published.", minimum=0.0, maximum=0.5)
+    deterministic: bool = _f(True, "Deterministic kernels on CPU and CUDA (a rerun reproduces its checkpoints); off allows faster non-deterministic CUDA kernels.")
     torch_threads: int = _f(0, "Torch intra-op threads; 0 keeps torch's default.", minimum=0, maximum=256)
 
     def __post_init__(self) -> None:

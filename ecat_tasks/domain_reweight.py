@@ -117,7 +117,7 @@ def reweight(target: pd.DataFrame | Part, candidates: pd.DataFrame | Part, cfg: 
     Both sides are streamed (:class:`Part`; a frame is wrapped as one): the classifier reads
     the lake block by block, and only the candidates' ids, labels and probabilities are held.
     """
-    generator = seed_everything(cfg.seed, cfg.torch_threads)
+    generator = seed_everything(cfg.seed, cfg.torch_threads, cfg.deterministic)
     device = select_device(cfg)
     target = Part.from_frame(target, name="target") if isinstance(target, pd.DataFrame) else target
     candidates = Part.from_frame(candidates, name="candidates") if isinstance(candidates, pd.DataFrame) else candidates
@@ -144,7 +144,7 @@ def reweight(target: pd.DataFrame | Part, candidates: pd.DataFrame | Part, cfg: 
     losses = []
     model.train()
     for _ in range(cfg.reweight_epochs):
-        total = torch.zeros((), device=device)
+        total = 0.0
         for b in train.batches(cfg.batch_size, generator):
             # DANN's schedule: the reversal strength ramps up from 0 to grl_lambda
             model.grl_lambda = cfg.grl_lambda * (2.0 / (1.0 + math.exp(-10.0 * step / steps_total)) - 1.0)

@@ -21,7 +21,7 @@ from ecat_tasks.inputs import candidates_part, target_day, target_train_part
 from ecat_tasks.models.continual import LoadedModel, Phase, fit_day, load_model
 from ecat_tasks.models.distill import distillation_loss
 from ecat_tasks.models.stream import Part, part_totals
-from ecat_tasks.models.training import LossFn, predict
+from ecat_tasks.models.training import LossFn, predict, select_device
 from ecat_tasks.storage import Layout
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     validation = target_day(ds, cfg, layout).validation
     candidates, _, _ = candidates_part(ds, layout)
     needs_teacher = cfg.kd_enabled or cfg.student_init_from_teacher
-    teacher = load_model(layout.require(layout.model("teacher", ds))) if needs_teacher else None
+    teacher = load_model(layout.require(layout.model("teacher", ds)), select_device(cfg)) if needs_teacher else None
     m = train_student("student", ds, cfg, layout, target_train_part([ds], cfg, layout), validation, candidates, teacher,
                       "student_distill")
     log.info(

@@ -38,6 +38,7 @@ from ecat_tasks.inputs import (
 )
 from ecat_tasks.models.continual import Phase, checkpoint_arch, fit_day, load_model
 from ecat_tasks.models.stream import Part
+from ecat_tasks.models.training import select_device
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.student_distill import student_arch, train_student
 
@@ -128,7 +129,7 @@ def _fit_baseline(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
 
 def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_train: Part,
                   validation: Any) -> dict[str, Any]:
-    teacher = load_model(layout.require(layout.model("teacher", ds)))
+    teacher = load_model(layout.require(layout.model("teacher", ds)), select_device(cfg))
     vcfg = cfg
     if model == "no_graph":  # random candidates of the graph's cap, reweighted like the graph's
         graph_ids = graph_candidates_ids(ds, layout).column("sample_id")

@@ -148,7 +148,7 @@ def fit_day(
     manifest keeps the model's dense profile, which ``validate`` checks the next day's data against.
     """
     t0 = time.perf_counter()
-    generator = seed_everything(cfg.seed, cfg.torch_threads)
+    generator = seed_everything(cfg.seed, cfg.torch_threads, cfg.deterministic)
     device = select_device(cfg)
     out_dir = layout.model(name, ds)
     clean_stale_tmp(out_dir.parent)

@@ -32,7 +32,7 @@ class CheckpointError(PermanentError, RuntimeError):
     """A checkpoint file cannot be read or does not fit the model it should warm-start."""
 
 
-def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
+def seed_everything(seed: int, threads: int = 0, deterministic: bool = True) -> torch.Generator:
     """Seed every RNG a step touches and pick deterministic kernels; returns the batch-order generator.
 
     Seeding alone does not make a re-run reproduce its checkpoint bit for bit: with more than
@@ -45,7 +45,9 @@ def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, if CUDA is used
     # torch.use_deterministic_algorithms also sets the same flag in torch._inductor's config,
     # importing the compiler stack (seconds per task process); nothing here compiles.
-    torch._C._set_deterministic_algorithms(True, warn_only=True)
+    torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -57,7 +59,8 @@ def seed_everything(seed: int, threads: int = 0) -> torch.Generator:
 
 
 def select_device(cfg: EcatConfig) -> torch.device:
-    """The configured device; asking for CUDA where there is none is an error, not a fallback."""
+    """The configured device of every training step (models, batches, the teacher's pass);
+    asking for CUDA where there is none is an error, not a fallback."""
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={cfg.device!r} requested but CUDA is not available on this worker; use device='cpu'")
@@ -100,8 +103,10 @@ def train_epochs(model: nn.Module, data: Batchable, loss_fn: LossFn, optimizer: 
 def predict(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[np.ndarray, torch.Tensor]:
     """Probabilities (numpy) and last hidden representations (tensor), in row order."""
     model.eval()
+    device = next(model.parameters()).device
     probs, hidden = [], []
     for batch in data.batches(batch_size, None, shuffle=False):
+        batch = batch.to(device)
         logit, h = model(batch.sparse, batch.dense, **batch.extra)
         probs.append(torch.sigmoid(logit).cpu())
         hidden.append(h.cpu())
