@@ -30,18 +30,21 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = "2026-11-01"
-STEPS = ("extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
-         "train_baselines", "evaluate", "promote")
+PRODUCTION = ("extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill")
+FINAL = ("evaluate", "promote")
 
 
 def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[str, Any]:
-    """Child process: run one step with plain arguments, report its time and peak RSS."""
+    """Child process: run one step with plain arguments, report its time and peak RSS.
+
+    ``train_comparison:<model>`` is one mapped comparison-model task."""
     import duckdb
 
     from ecat_tasks.airflow_edge import STEPS as STEP_FUNCS
     from ecat_tasks.config import EcatConfig
     from ecat_tasks.storage import Layout
 
+    step, _, model = step.partition(":")
     module_name, func_name = STEP_FUNCS[step].split(":")
     module = __import__(module_name, fromlist=[func_name])
     func = getattr(module, func_name)
@@ -51,10 +54,15 @@ def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[st
     if step == "extract":
         with duckdb.connect(str(Path(home) / "warehouse.duckdb"), read_only=True) as con:
             manifest = func(con, ds, cfg, layout)
+    elif model:
+        manifest = func(ds, cfg, layout, model=model)
     else:
         manifest = func(ds, cfg, layout)
     seconds = time.perf_counter() - t0
-    return {"step": step, "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    if isinstance(manifest, list):  # plan_comparisons
+        return {"step": step, "seconds": seconds, "plan": manifest,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {"step": step + (f":{model}" if model else ""), "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rows": manifest.get("rows") or manifest.get("source_rows") or manifest.get("kept")}
 
 
@@ -76,13 +84,30 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool) -> dict[str, Any]:
+def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, comparisons: bool) -> dict[str, Any]:
+    """Every step of one day at ``rows`` rows; comparison models (one task each) unless ``comparisons`` is off."""
     home = workdir / f"home_{rows}"
     env = _env(home)
     seeded = _child(["--seed-only", "--rows", str(rows), "--home", str(home)], env)
-    steps = [_child(["--one-step", step, "--home", str(home), "--conf", json.dumps(conf)], env) for step in STEPS]
-    result = {"rows": rows, "seed": seeded, "steps": steps, "total_step_seconds": sum(s["seconds"] for s in steps),
-              "total_process_seconds": sum(s["process_seconds"] for s in steps)}
+
+    def step(name: str) -> dict[str, Any]:
+        return _child(["--one-step", name, "--home", str(home), "--conf", json.dumps(conf)], env)
+
+    production = [step(s) for s in PRODUCTION]
+    plan = step("plan_comparisons")["plan"]
+    compare = [step(f"train_comparison:{m}") for m in plan]
+    final = [step(s) for s in FINAL]
+    steps = production + compare + final
+    # promote's gate compares the student with target_only: that one belongs to the production path
+    prod = production + [c for c in compare if c["step"] == "train_comparison:target_only"] + final
+    compare = [c for c in compare if c["step"] != "train_comparison:target_only"]
+    result = {"rows": rows, "seed": seeded, "steps": steps, "comparisons": comparisons,
+              "production_seconds": sum(s["seconds"] for s in prod),
+              "production_process_seconds": sum(s["process_seconds"] for s in prod),
+              "comparison_seconds": sum(s["seconds"] for s in compare),
+              "total_step_seconds": sum(s["seconds"] for s in steps),
+              "total_process_seconds": sum(s["process_seconds"] for s in steps),
+              "peak_mb": max(s["peak_mb"] for s in steps)}
     if e2e:
         result["e2e_seconds"] = dags_test(rows, conf, workdir / f"e2e_{rows}")
     return result
@@ -114,20 +139,66 @@ def table(results: list[dict[str, Any]]) -> str:
     seed_cells = [f"{r['seed']['seconds']:.1f} ({r['rows'] / r['seed']['seconds']:,.0f} rows/s) / {r['seed']['peak_mb']:,.0f}"
                   for r in results]
     lines.append("| generate (synthetic) | " + " | ".join(seed_cells) + " |")
-    for i, step in enumerate(STEPS):
+    names = list(dict.fromkeys(s["step"] for r in results for s in r["steps"]))
+    for name in names:
         cells = []
         for r in results:
-            s = r["steps"][i]
-            extra = f" ({r['rows'] / s['seconds']:,.0f} rows/s)" if step in ("extract", "validate") else ""
+            s = next((x for x in r["steps"] if x["step"] == name), None)
+            if s is None:
+                cells.append("-")
+                continue
+            extra = f" ({r['rows'] / s['seconds']:,.0f} rows/s)" if name in ("extract", "validate") else ""
             cells.append(f"{s['seconds']:.1f}{extra} / {s['peak_mb']:,.0f}")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines.append("| all steps (step time) | " + " | ".join(f"{r['total_step_seconds']:.0f}" for r in results) + " |")
-    lines.append("| all steps (with process start and imports) | "
-                 + " | ".join(f"{r['total_process_seconds']:.0f}" for r in results) + " |")
+        lines.append(f"| {name.replace('train_comparison:', 'comparison: ')} | " + " | ".join(cells) + " |")
+    lines.append("| production path (extract..promote; of the comparison models only target_only, the gate's reference), step time | "
+                 + " | ".join(f"{r['production_seconds']:.0f}" for r in results) + " |")
+    lines.append("| production path with process start and imports | "
+                 + " | ".join(f"{r['production_process_seconds']:.0f}" for r in results) + " |")
+    lines.append("| comparison models (one task each), step time | "
+                 + " | ".join(f"{r['comparison_seconds']:.0f}" if r["comparisons"] else "not run" for r in results) + " |")
+    lines.append("| full day, step time | " + " | ".join(
+        f"{r['total_step_seconds']:.0f}" if r["comparisons"] else "-" for r in results) + " |")
+    lines.append("| full day with process start and imports | " + " | ".join(
+        f"{r['total_process_seconds']:.0f}" if r["comparisons"] else "-" for r in results) + " |")
+    lines.append("| peak RSS of any task, MB | " + " | ".join(f"{r['peak_mb']:,.0f}" for r in results) + " |")
     if any("e2e_seconds" in r for r in results):
         lines.append("| one day through `airflow dags test` | "
                      + " | ".join(f"{r['e2e_seconds']:.0f}" if "e2e_seconds" in r else "-" for r in results) + " |")
     return "\n".join(lines)
+
+
+def plot(results: list[dict[str, Any]], path: Path) -> None:
+    """Cost growth: each task's seconds and peak memory against the day's rows (log-log)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 5))
+    names = list(dict.fromkeys(s["step"] for r in results for s in r["steps"]))
+    for name in names:
+        pts = [(r["rows"], s["seconds"], s["peak_mb"]) for r in results for s in r["steps"] if s["step"] == name]
+        if len(pts) < 1:
+            continue
+        x, t, m = zip(*pts)
+        label = name.replace("train_comparison:", "cmp:")
+        ax_t.plot(x, t, marker="o", label=label)
+        ax_m.plot(x, m, marker="o", label=label)
+    x = [r["rows"] for r in results]
+    ax_t.plot(x, [r["production_seconds"] for r in results], marker="s", color="black", linewidth=3,
+              label="production path")
+    ax_m.axhline(3000, color="red", linestyle="--", label="3 GB goal")
+    for ax, title, unit in ((ax_t, "time per task", "seconds"), (ax_m, "peak resident memory per task", "MB")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("entire-space rows of the day")
+        ax.set_ylabel(unit)
+        ax.set_title(title)
+        ax.grid(alpha=0.3, which="both")
+    ax_m.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -136,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--conf", default="{}", help="JSON config overrides, as in --conf of a DAG run")
     parser.add_argument("--e2e", action="store_true", help="also time one day through `airflow dags test`")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--plot", type=Path, help="write the cost-growth PNG here (with --merge: from every JSON)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="no run: tabulate (and plot) earlier --json files")
+    parser.add_argument("--no-comparisons", action="store_true",
+                        help="only the production path: extract..promote with target_only (the gate's reference) "
+                             "and no other comparison model")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
@@ -155,14 +231,21 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one_step(args.one_step, DS, args.home, conf)))
         return
 
-    with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
-        results = []
-        for rows in args.sizes:
-            results.append(bench_size(rows, conf, Path(tmp), args.e2e and rows == 1_000_000))
-            print(f"{rows:,} rows done: {results[-1]['total_step_seconds']:.0f}s of steps", file=sys.stderr)
+    if args.merge:
+        results = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
+    else:
+        if args.no_comparisons:
+            conf = {**conf, "baselines": ["target_only"], "ablations": []}  # evaluate's gate needs target-only
+        with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
+            results = []
+            for rows in args.sizes:
+                results.append(bench_size(rows, conf, Path(tmp), args.e2e and rows == 1_000_000, not args.no_comparisons))
+                print(f"{rows:,} rows done: {results[-1]['total_step_seconds']:.0f}s of steps", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    print(f"machine: {os.cpu_count()} CPUs; conf {conf or 'defaults'}")
+    if args.plot:
+        plot(results, args.plot)
+    print(f"machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; conf {conf or 'defaults'}")
     print(table(results))
 
 

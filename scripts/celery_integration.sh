@@ -2,11 +2,12 @@
 # The CeleryExecutor topology of docker/docker-compose.yaml, natively and on loopback only:
 #   PostgreSQL (Airflow metadata DB, Celery result backend, MLflow store, test warehouse)
 #   Redis (Celery broker), MLflow tracking server, Airflow api-server, scheduler,
-#   dag-processor, a Celery worker for the `default` queue and one for the `train` queue.
+#   dag-processor, a Celery worker for the `default` queue and two for the `train` queue.
 # Then: pytest tests/integration/test_postgres_warehouse.py (extract SQL on PostgreSQL, with
 # ECAT_TEST_PG_DSN set) and test_celery_topology.py, one ecat_daily run (training tasks on the
-# `train` worker), checks of the run state, of which worker ran each task and of the MLflow
-# server's store, and teardown.
+# `train` workers, three comparison models as mapped tasks), checks of the run state, of which
+# worker ran each task, that two comparison models ran at the same time on the two train
+# workers, and of the MLflow server's store, and teardown.
 #
 # Everything lives under one temp dir (ECAT_HOME, AIRFLOW_HOME, PostgreSQL data, Redis dir,
 # logs) and is removed on exit, whatever happened. Credentials are random per run.
@@ -30,9 +31,10 @@ RUN_TIMEOUT="${ECAT_CELERY_RUN_TIMEOUT:-900}"
 KEEP_TMP="${ECAT_CELERY_KEEP_TMP:-0}"
 DAG_ID=ecat_daily
 RUN_ID="celery_integration__${DS}"
-TRAIN_TASKS="domain_reweight teacher_refresh student_distill train_baselines"
+TRAIN_TASKS="domain_reweight teacher_refresh student_distill train_comparison"
 WORKER_DEFAULT_HOST="ecat-worker-default"
 WORKER_TRAIN_HOST="ecat-worker-train"
+WORKER_TRAIN2_HOST="ecat-worker-train-2"
 PY="$ROOT/.venv/bin/python"
 AIRFLOW="$ROOT/.venv/bin/airflow"
 STATE_FILE="${TMPDIR:-/tmp}/ecat-celery-integration.last"
@@ -324,19 +326,22 @@ say "starting api-server (127.0.0.1:$API_PORT), scheduler, dag-processor, worker
 start_service api-server "$AIRFLOW" api-server --host 127.0.0.1 --port "$API_PORT" --workers 1
 start_service scheduler "$AIRFLOW" scheduler --skip-serve-logs
 start_service dag-processor "$AIRFLOW" dag-processor
-worker() {  # worker NAME QUEUE HOSTNAME
+worker() {  # worker NAME QUEUE HOSTNAME CONCURRENCY
   start_service "$1" env ECAT_WORKER_HOSTNAME="$3" PYTHONPATH="$TMP/pylib:$PYTHONPATH" \
     AIRFLOW__CORE__HOSTNAME_CALLABLE=ecat_worker_hostname.hostname \
     "$AIRFLOW" celery worker --queues "$2" --celery-hostname "$2@$3" --skip-serve-logs \
-    --without-gossip --without-mingle
+    --without-gossip --without-mingle --concurrency "$4"
 }
-worker worker-default default "$WORKER_DEFAULT_HOST"
-worker worker-train train "$WORKER_TRAIN_HOST"
+worker worker-default default "$WORKER_DEFAULT_HOST" 2
+# Two train workers of one slot each: two comparison models can only run at once on two workers.
+worker worker-train train "$WORKER_TRAIN_HOST" 1
+worker worker-train2 train "$WORKER_TRAIN2_HOST" 1
 
 wait_until 180 "the api-server (/api/v2/version)" curl -fsS "http://127.0.0.1:$API_PORT/api/v2/version"
 wait_until 180 "the MLflow server (/health)" curl -fsS "http://127.0.0.1:$MLFLOW_PORT/health"
 wait_until 180 "the default worker to be ready" grep -q "default@$WORKER_DEFAULT_HOST ready" "$LOGS/worker-default.log"
 wait_until 180 "the train worker to be ready" grep -q "train@$WORKER_TRAIN_HOST ready" "$LOGS/worker-train.log"
+wait_until 180 "the second train worker to be ready" grep -q "train@$WORKER_TRAIN2_HOST ready" "$LOGS/worker-train2.log"
 dag_parsed() {
   [ "$(psql_q airflow "SELECT count(*) FROM dag d JOIN serialized_dag s ON s.dag_id = d.dag_id
                        WHERE d.dag_id = '$DAG_ID' AND NOT d.is_stale")" = "1" ]
@@ -347,7 +352,7 @@ wait_until 240 "$DAG_ID to be parsed and serialized" dag_parsed
 say "unpausing $DAG_ID and triggering run $RUN_ID (logical date ${DS}T00:00:00+00:00)"
 "$AIRFLOW" dags unpause "$DAG_ID" > "$LOGS/cli.log" 2>&1 || { cat "$LOGS/cli.log"; die "dags unpause failed"; }
 "$AIRFLOW" dags trigger "$DAG_ID" --run-id "$RUN_ID" --logical-date "${DS}T00:00:00+00:00" \
-  --conf '{"baselines": ["target_only"], "ablations": []}' >> "$LOGS/cli.log" 2>&1 \
+  --conf '{"baselines": ["target_only", "mixed", "finetune"], "ablations": []}' >> "$LOGS/cli.log" 2>&1 \
   || { cat "$LOGS/cli.log"; die "dags trigger failed"; }
 run_state() { psql_q airflow "SELECT state FROM dag_run WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID'"; }
 deadline=$(( $(date +%s) + RUN_TIMEOUT ))
@@ -375,19 +380,30 @@ n_tasks=0
 while IFS=$'\t' read -r task state queue host; do
   n_tasks=$((n_tasks + 1))
   printf '%-18s %-8s %-8s %s\n' "$task" "$state" "$queue" "$host"
-  if [[ " $TRAIN_TASKS " == *" $task "* ]]; then want_queue=train want_host="$WORKER_TRAIN_HOST"; worker_log=worker-train
-  else want_queue=default want_host="$WORKER_DEFAULT_HOST"; worker_log=worker-default; fi
+  if [[ " $TRAIN_TASKS " == *" $task "* ]]; then want_queue=train want_hosts=" $WORKER_TRAIN_HOST $WORKER_TRAIN2_HOST "
+    worker_logs=("$LOGS/worker-train.log" "$LOGS/worker-train2.log")
+  else want_queue=default want_hosts=" $WORKER_DEFAULT_HOST "; worker_logs=("$LOGS/worker-default.log"); fi
   [ "$state" = success ] || { say "  $task: state $state, expected success"; errors=$((errors + 1)); }
   [ "$queue" = "$want_queue" ] || { say "  $task: queue $queue, expected $want_queue"; errors=$((errors + 1)); }
-  [ "$host" = "$want_host" ] || { say "  $task: ran on $host, expected $want_host"; errors=$((errors + 1)); }
-  grep -q "Executing workload in Celery.*task_id='$task'" "$LOGS/$worker_log.log" \
-    || { say "  $task: not in the $worker_log log"; errors=$((errors + 1)); }
+  [[ "$want_hosts" == *" $host "* ]] || { say "  $task: ran on $host, expected one of$want_hosts"; errors=$((errors + 1)); }
+  cat "${worker_logs[@]}" | grep -q "Executing workload in Celery.*task_id='$task'" \
+    || { say "  $task: not in the logs of its workers"; errors=$((errors + 1)); }
 done < <(psql_q airflow "SELECT task_id, state, queue, hostname FROM task_instance
                          WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' ORDER BY start_date")
-[ "$n_tasks" -eq 9 ] || { say "expected 9 task instances, found $n_tasks"; errors=$((errors + 1)); }
+# 7 single tasks, plan_comparisons, one train_comparison per comparison model (3), evaluate, promote
+[ "$n_tasks" -eq 12 ] || { say "expected 12 task instances, found $n_tasks"; errors=$((errors + 1)); }
+say "comparison models (one mapped task each): map index, model, host, start, end"
+psql_q airflow "SELECT map_index, rendered_map_index, hostname, start_date, end_date FROM task_instance
+                WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' AND task_id = 'train_comparison' ORDER BY map_index"
+overlaps="$(psql_q airflow "SELECT count(*) FROM task_instance a JOIN task_instance b
+    ON a.dag_id = b.dag_id AND a.run_id = b.run_id AND a.task_id = b.task_id AND a.map_index < b.map_index
+   WHERE a.dag_id = '$DAG_ID' AND a.run_id = '$RUN_ID' AND a.task_id = 'train_comparison'
+     AND a.hostname <> b.hostname AND a.start_date < b.end_date AND b.start_date < a.end_date")"
+say "pairs of comparison models that ran at the same time on two workers: $overlaps"
+[ "$overlaps" -ge 1 ] || { say "no two comparison models overlapped on two workers"; errors=$((errors + 1)); }
 mlflow_runs="$(psql_q mlflow "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'")"
 say "MLflow server store: $mlflow_runs active run(s)"
 [ "$mlflow_runs" -gt 0 ] || { say "no MLflow run reached the tracking server"; errors=$((errors + 1)); }
 say "MLflow server store: $(psql_q mlflow "SELECT count(*) FROM model_versions") registered model version(s)"
 [ $errors -eq 0 ] || die "$errors check(s) failed"
-say "PASSED: run $RUN_ID success; training tasks on $WORKER_TRAIN_HOST (queue train), the others on $WORKER_DEFAULT_HOST (queue default)"
+say "PASSED: run $RUN_ID success; training tasks on $WORKER_TRAIN_HOST and $WORKER_TRAIN2_HOST (queue train, comparison models in parallel), the others on $WORKER_DEFAULT_HOST (queue default)"
