@@ -118,4 +118,4 @@ def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint
     report = json.loads((layout.report(D2) / "metrics.json").read_text())
     assert report["comparison_trained_ds"] == {"target_only": D1}
     assert "target_only" in report["models"]  # scored with its newest checkpoint
-    assert f"target_only {D1}" in (layout.report(D2) / "report.html").read_text()
+    assert f"target_only trained {D1}" in (layout.report(D2) / "report.html").read_text()
