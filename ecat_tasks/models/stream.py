@@ -41,6 +41,7 @@ Encode = Callable[[pd.DataFrame, np.ndarray, dict[str, np.ndarray]], Batchable]
 
 DEFAULT_BUFFER_ROWS = 262_144
 SLICE_ROWS = 16_384
+MIN_SLICE_ROWS = 64
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,16 @@ class Part:
                 start += n
         return out
 
-    def read(self, unit: tuple[object, int, int], columns: Sequence[str]) -> Iterator[pa.Table]:
-        """Selected, filtered slices of one unit, with ``__weight`` and the constant columns appended."""
+    def read(self, unit: tuple[object, int, int], columns: Sequence[str], slice_rows: int = SLICE_ROWS) -> Iterator[pa.Table]:
+        """Selected, filtered slices (of ``slice_rows`` rows before filtering) of one unit, with
+        ``__weight`` and the constant columns appended."""
         cols = list(dict.fromkeys([*columns, *self.needs]))
         frag, start, n = unit
         if self.table is not None:
-            raw: Iterator[pa.Table] = iter([self.table.slice(start, n).select(cols)])
+            part = self.table.slice(start, n).select(cols)
+            raw: Iterator[pa.Table] = (part.slice(i, slice_rows) for i in range(0, n, slice_rows))
         else:
-            raw = (pa.Table.from_batches([b]) for b in frag.to_batches(columns=cols, batch_size=SLICE_ROWS) if b.num_rows)
+            raw = (pa.Table.from_batches([b]) for b in frag.to_batches(columns=cols, batch_size=slice_rows) if b.num_rows)
         offset = start
         for table in raw:
             first, offset = offset, offset + table.num_rows
@@ -219,20 +222,31 @@ class LakeStream:
                 yield from part.read(unit, cols)
 
     def _epoch_slices(self, seed: int | None) -> Iterator[pa.Table]:
-        """Slices of every part, row groups in a seeded order, parts interleaved by size."""
+        """Slices of every part, row groups in a seeded order, parts interleaved by size.
+
+        Each part is cut into about as many slices as the largest part has (a small part in
+        small slices), and each part's slices are spread evenly over the epoch (slice j of n at
+        a seeded random point of [j/n, (j+1)/n)): a 3% target part is 3% of every block, never
+        bunched into one.
+        """
         if seed is None:
             yield from self.tables()
             return
         gen = torch.Generator()
         gen.manual_seed(seed)
-        iters, labels = [], []
+        sizes = [sum(n for _, _, n in units) for units in self._units]
+        n_slices_max = max([-(-n // SLICE_ROWS) for n in sizes] + [1])
+        iters, labels, positions = [], [], []
         for k, (part, units) in enumerate(zip(self.parts, self._units)):
+            slice_rows = max(MIN_SLICE_ROWS, -(-sizes[k] // n_slices_max))
             order = torch.randperm(len(units), generator=gen).tolist()
-            iters.append(part.read(units[i], self.columns) for i in order)
-            n_slices = sum(max(1, -(-n // SLICE_ROWS)) for _, _, n in units)
-            labels += [k] * n_slices
-        label_order = torch.tensor(labels, dtype=torch.int64)[torch.randperm(len(labels), generator=gen)].tolist()
-        flat = [self._flatten(it) for it in iters]
+            iters.append(self._read_units(part, [units[i] for i in order], slice_rows))
+            n_k = sum(-(-n // slice_rows) for _, _, n in units)
+            # slice j of this part goes to position (j + u) / n_k of the epoch, u uniform in [0, 1)
+            positions.append((torch.arange(n_k, dtype=torch.float64) + torch.rand(n_k, generator=gen, dtype=torch.float64)) / n_k)
+            labels.append(torch.full((n_k,), k, dtype=torch.int64))
+        label_order = torch.cat(labels)[torch.argsort(torch.cat(positions), stable=True)].tolist()
+        flat = iters
         for k in label_order:
             table = next(flat[k], None)
             if table is not None:
@@ -240,10 +254,9 @@ class LakeStream:
         for it in flat:  # slices left over (a unit gave more slices than its estimate)
             yield from it
 
-    @staticmethod
-    def _flatten(per_unit: Iterator[Iterator[pa.Table]]) -> Iterator[pa.Table]:
-        for slices in per_unit:
-            yield from slices
+    def _read_units(self, part: Part, units: list[tuple[object, int, int]], slice_rows: int) -> Iterator[pa.Table]:
+        for unit in units:
+            yield from part.read(unit, self.columns, slice_rows)
 
     def blocks(self, seed: int | None) -> Iterator[Batchable]:
         """Encoded blocks of about ``buffer_rows`` rows, in the epoch's order."""

@@ -1,0 +1,67 @@
+"""The lake stream: every row once per epoch through a bounded buffer, parts interleaved,
+the batch order fixed by the seed, and selections by id with their weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from ecat_tasks.models.data import Batchable
+from ecat_tasks.models.stream import LakeStream, Part, select_ids
+
+
+def _lake(tmp_path, name: str, ids: np.ndarray, row_group: int):
+    out = tmp_path / name
+    out.mkdir()
+    table = pa.table({"sample_id": [f"s{i:07d}" for i in ids], "x": ids.astype(np.int64)})
+    pq.write_table(table, out / "part-00000.parquet", row_group_size=row_group)
+    return out
+
+
+def _encode(frame, weight, const):
+    x = torch.from_numpy(frame["x"].to_numpy())
+    extra = {k: torch.from_numpy(v) for k, v in const.items()}
+    return Batchable(x[:, None], torch.zeros(len(x), 1), x.float(), torch.from_numpy(weight), extra)
+
+
+def _epoch(stream: LakeStream, seed: int, batch: int = 100) -> list[torch.Tensor]:
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return [b for b in stream.batches(batch, gen)]
+
+
+def test_bounded_buffer_sees_every_row_once_and_mixes_parts(tmp_path) -> None:
+    big = _lake(tmp_path, "source", np.arange(0, 600_000), row_group=100_000)
+    small = _lake(tmp_path, "target", np.arange(1_000_000, 1_030_000), row_group=30_000)
+    parts = [Part(paths=(big,), const={"domain": 0.0}), Part(paths=(small,), const={"domain": 1.0})]
+    stream = LakeStream(parts, ["x"], _encode, buffer_rows=65_536)
+    assert not stream._fits_in_buffer() and len(stream) == 630_000
+    batches = _epoch(stream, 1)
+    seen = torch.cat([b.sparse[:, 0] for b in batches])
+    assert sorted(seen.tolist()) == list(range(600_000)) + list(range(1_000_000, 1_030_000))  # each row once
+    dom = torch.cat([b.extra["domain"] for b in batches])
+    assert torch.equal(dom, (seen >= 1_000_000).float())  # constants travel with their rows
+    # the small part (4.8% of rows) is spread over the epoch, not bunched into one block
+    tenths = [dom[i * 63_000:(i + 1) * 63_000].mean().item() for i in range(10)]
+    assert all(0.03 < t < 0.07 for t in tenths), tenths
+    # the same seed gives the same batches; another seed another order
+    again = torch.cat([b.sparse[:, 0] for b in _epoch(stream, 1)])
+    other = torch.cat([b.sparse[:, 0] for b in _epoch(stream, 2)])
+    assert torch.equal(seen, again) and not torch.equal(seen, other)
+
+
+def test_select_ids_keeps_those_rows_with_their_weights(tmp_path) -> None:
+    big = _lake(tmp_path, "source", np.arange(0, 50_000), row_group=7_000)
+    rng = np.random.default_rng(0)
+    chosen = np.sort(rng.choice(50_000, 5_000, replace=False))
+    weight = rng.uniform(0.2, 5.0, len(chosen)).astype(np.float32)
+    ids = pa.array([f"s{i:07d}" for i in chosen[::-1]])  # any order: matched by id
+    part = select_ids(Part(paths=(big,)), ids, weight[::-1].copy())
+    stream = LakeStream([part], ["x"], _encode, buffer_rows=2_048)
+    rows = torch.cat([b.sparse[:, 0] for b in _epoch(stream, 3)])
+    w = torch.cat([b.weight for b in _epoch(stream, 3)])
+    assert sorted(rows.tolist()) == chosen.tolist()
+    lookup = dict(zip(chosen.tolist(), weight.tolist()))
+    assert np.allclose(w.numpy(), [lookup[int(r)] for r in rows])
