@@ -196,8 +196,8 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
     equal ours: the benchmark reports what the pipeline measures, nothing of its own.
     """
     from ecat_tasks.config import EcatConfig
-    from ecat_tasks.evaluate import models_to_evaluate
     from ecat_tasks.metrics import auc
+    from ecat_tasks.report import scorable_models
     from ecat_tasks.storage import Layout
     from ecat_tasks.summary import next_day_scores
 
@@ -205,7 +205,7 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
     layout = Layout(ecat_home)
     out = []
     for ds, nxt in pairs:
-        users, labels, scores = next_day_scores(layout, ds, nxt, models_to_evaluate(cfg), cfg.label)
+        users, labels, scores = next_day_scores(layout, scorable_models(layout, ds), nxt, cfg.label)
         reported = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]
         for model, s in scores.items():
             pipeline = reported.get(model, {}).get("next_day")

@@ -78,16 +78,17 @@ def lift_table(layout: Layout) -> list[str]:
     return lines
 
 
-def next_day_scores(layout: Layout, ds: str, next_ds: str, models: list[str],
+def next_day_scores(layout: Layout, checkpoints: dict[str, str], next_ds: str,
                     label: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Users and labels of ``next_ds``'s target rows and each of ``ds``'s models' scores of them."""
+    """Users and labels of ``next_ds``'s target rows and each model's scores of them;
+    ``checkpoints``: model -> the day of its checkpoint (``report.scorable_models``)."""
     from ecat_tasks.models.continual import load_model
     from ecat_tasks.models.data import read_lake
     from ecat_tasks.report import model_dir
 
     frame = read_lake([layout.require(layout.lake("target", next_ds))])
-    scores = {m: np.asarray(load_model(layout.require(model_dir(layout, m, ds))).score(frame, label), np.float64)
-              for m in models}
+    scores = {m: np.asarray(load_model(layout.require(model_dir(layout, m, day))).score(frame, label), np.float64)
+              for m, day in checkpoints.items()}
     return frame["user_id"].to_numpy(), frame[label].to_numpy(), scores
 
 
@@ -95,7 +96,7 @@ def pooled_lifts(layout: Layout, n_resamples: int = 1000, seed: int = 0) -> tupl
     """(days pooled, model -> lift, notes): ECAT over each model, pooled over the days with next-day
     scores whose checkpoints are unchanged since they were scored."""
     from ecat_tasks.metrics import pooled_bootstrap_lift
-    from ecat_tasks.report import checkpoint_checksum
+    from ecat_tasks.report import checkpoint_checksum, scorable_models
 
     days, groups, notes = [], [], []
     models: set[str] | None = None
@@ -104,12 +105,14 @@ def pooled_lifts(layout: Layout, n_resamples: int = 1000, seed: int = 0) -> tupl
         if not nxt or "ecat" not in (nxt.get("checkpoints") or {}):
             continue
         names = list(nxt["checkpoints"])
-        stale = [m for m in names if checkpoint_checksum(layout, m, report["ds"]) != nxt["checkpoints"][m]]
+        trained = scorable_models(layout, report["ds"])  # comparison models: their newest checkpoint
+        stale = [m for m in names if m not in trained
+                 or checkpoint_checksum(layout, m, trained[m]) != nxt["checkpoints"][m]]
         if stale:
             notes.append(f"{report['ds']} left out: checkpoints of {', '.join(stale)} changed since they were scored "
                          f"on {nxt['ds']} (rerun {nxt['ds']}'s scoring)")
             continue
-        users, labels, scores = next_day_scores(layout, report["ds"], nxt["ds"], names, report["label"])
+        users, labels, scores = next_day_scores(layout, {m: trained[m] for m in names}, nxt["ds"], report["label"])
         days.append(report["ds"])
         groups.append((users, labels, scores))
         models = set(names) if models is None else models & set(names)

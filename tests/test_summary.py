@@ -65,15 +65,19 @@ def test_pooled_lift_scores_unchanged_checkpoints_only(two_days, monkeypatch):
     scores = {"ecat": 0.3 * labels + noise, "target_only": noise}  # ECAT clearly better
     calls = []
 
-    def fake_scores(layout, ds, next_ds, models, label):
-        calls.append((ds, next_ds, tuple(models), label))
-        return users, labels, {m: np.clip(scores[m] / 1.3, 0.01, 0.99) for m in models}
+    def fake_scores(layout, checkpoints, next_ds, label):
+        calls.append((checkpoints, next_ds, label))
+        return users, labels, {m: np.clip(scores[m] / 1.3, 0.01, 0.99) for m in checkpoints}
 
     monkeypatch.setattr(summary, "next_day_scores", fake_scores)
     checksums = {"ecat": "a1", "target_only": "b1"}
-    monkeypatch.setattr(ecat_tasks.report, "checkpoint_checksum", lambda layout, m, ds: checksums[m])
+    # target_only trains every other day (compare_every_days): its newest checkpoint is the day before
+    trained = {"ecat": "2026-03-01", "target_only": "2026-02-28"}
+    monkeypatch.setattr(ecat_tasks.report, "scorable_models", lambda layout, ds: dict(trained))
+    monkeypatch.setattr(ecat_tasks.report, "checkpoint_checksum",
+                        lambda layout, m, ds: checksums[m] if ds == trained[m] else None)
     days, lifts, notes = summary.pooled_lifts(two_days, n_resamples=200)
-    assert days == ["2026-03-01"] and calls == [("2026-03-01", "2026-03-02", ("ecat", "target_only"), "click")]
+    assert days == ["2026-03-01"] and calls == [(trained, "2026-03-02", "click")]
     assert not notes and lifts["target_only"]["auc"]["ahead"] and lifts["target_only"]["auc"]["lo"] > 0
     table = summary.pooled_table(days, lifts, notes)
     assert table[-1].startswith("| target_only | +0.") and "ECAT ahead" in table[-1]
