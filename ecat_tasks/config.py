@@ -80,7 +80,7 @@ class EcatConfig:
     teacher_epochs: int = _f(3, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
     student_epochs: int = _f(2, "Student epochs per day.", minimum=1, maximum=100)
     batch_size: int = _f(256, "Mini-batch size.", minimum=16, maximum=131_072)
-    shuffle_buffer_rows: int = _f(262_144, "Training reads the lake in blocks of this many rows and shuffles within a block (bounds memory; a day that fits in one block is shuffled whole).", minimum=1_024, maximum=100_000_000)
+    shuffle_buffer_rows: int = _f(1_048_576, "Training reads the lake in blocks of this many rows and shuffles within a block (bounds memory); a phase that fits in one block is encoded once and shuffled whole each epoch.", minimum=1_024, maximum=100_000_000)
     student_init_from_teacher: bool = _f(True, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids.")
     # --- distillation -------------------------------------------------------------------
     kd_enabled: bool = _f(True, "Distil the teacher into the student.")

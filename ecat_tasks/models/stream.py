@@ -39,7 +39,7 @@ RowValues = Callable[[pa.Table], np.ndarray]  # per-row values (weights)
 # frame of one block, its weights and constant extras -> tensors (the model's encoders)
 Encode = Callable[[pd.DataFrame, np.ndarray, dict[str, np.ndarray]], Batchable]
 
-DEFAULT_BUFFER_ROWS = 262_144
+DEFAULT_BUFFER_ROWS = 1_048_576
 SLICE_ROWS = 16_384
 MIN_SLICE_ROWS = 64
 
