@@ -189,7 +189,7 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
     before = stack.tries(DAG_ID, [D2, D3])
     t3 = time.monotonic()
     stack.create_backfill(DAG_ID, *backfill_args(D2, D3))
-    stack.wait_for_runs(DAG_ID, [D2, D3], timeout=360, newer_than=before, hint=STALL_HINT)
+    stack.wait_for_runs(DAG_ID, [D2, D3], timeout=480, newer_than=before, hint=STALL_HINT)  # 12 tasks a day
     print(f"re-run of the chain {D2}..{D3}: {time.monotonic() - t3:.0f}s")
     fourth = snapshot(layout)
     for model in MODELS:
