@@ -106,7 +106,7 @@ def run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> An
     """
     _setup_logging()
     try:
-        return _run_step(step, ds, params)
+        return _run_step(step, ds, params, **kwargs)
     except PermanentError as exc:
         log.error("%s ds=%s failed without retry (%s: the same input fails the same way every try)",
                   step, ds, type(exc).__name__)
@@ -143,7 +143,7 @@ def data_landed(ds: str) -> Any:
     return PokeReturnValue(is_done=rows > 0, xcom_value={"ds": ds, "rows": rows})
 
 
-def _run_step(step: str, ds: str, params: Mapping[str, Any]) -> dict[str, Any]:
+def _run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> dict[str, Any]:
     cfg = config_from_params(params)
     module_name, func_name = STEPS[step].split(":")
     func = getattr(importlib.import_module(module_name), func_name)
