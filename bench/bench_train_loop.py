@@ -133,7 +133,7 @@ def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, c
     lam, temp = cfg.kd_lambda, cfg.kd_temperature
     torch.manual_seed(cfg.seed)  # as fit_day's seed_everything: same initial weights
     model = RankingModel(vocab_sizes, dense.shape[1], cfg.embed_dim, cfg.student_hidden)
-    projection = nn.Linear(teacher_hidden_dim, model.hidden_dim)
+    projection = nn.Linear(model.hidden_dim, teacher_hidden_dim)  # student side, as models/distill.py
     optimizer = torch.optim.Adam([*model.parameters(), *projection.parameters()], lr=cfg.student_lr, fused=True)
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
@@ -151,7 +151,7 @@ def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, c
             bce = F.binary_cross_entropy_with_logits(s_logit, y, reduction="none")
             p_t = torch.sigmoid(tl)
             kl = p_t * (F.logsigmoid(tl) - F.logsigmoid(s_logit)) + (1 - p_t) * (F.logsigmoid(-tl) - F.logsigmoid(-s_logit))
-            kd = (h_s - projection(t_hidden[idx])).pow(2).mean(dim=1) + kl
+            kd = (projection(h_s) - t_hidden[idx]).pow(2).mean(dim=1) + kl
             a = torch.exp(-F.binary_cross_entropy_with_logits(tl, y, reduction="none") / temp)
             a = a / a.mean().clamp_min(1e-12)
             loss = (weight[idx] * bce + lam * a * kd).mean()

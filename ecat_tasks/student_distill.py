@@ -2,8 +2,9 @@
 with adaptive distillation from the day's teacher, warm-starting from the previous student.
 
 The teacher is frozen: its logits and hidden vectors are computed once per day before
-training (no per-batch teacher pass), and a learned projection g maps its hidden space onto
-the student's. The ablations in train_baselines reuse :func:`train_student`.
+training (no per-batch teacher pass) and are fixed targets; a learned projection g on the
+student side maps the student's hidden space onto the teacher's (models/distill.py says why
+that side). The ablations in train_baselines reuse :func:`train_student`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from ecat_tasks.inputs import candidates_part, target_day, target_train_part
 from ecat_tasks.models.continual import LoadedModel, Phase, fit_day, load_model
 from ecat_tasks.models.distill import distillation_loss
 from ecat_tasks.models.stream import Part, part_totals
-from ecat_tasks.models.training import LossFn, predict, select_device
+from ecat_tasks.models.training import LossFn, predict_logits, select_device
 from ecat_tasks.storage import Layout
 
 log = logging.getLogger(__name__)
+
+STUDENT_PROJECTION = "student_projection"
 
 
 def student_arch(cfg: EcatConfig) -> dict[str, Any]:
@@ -55,14 +58,14 @@ def train_student(
     def extra_data(student: LoadedModel, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
         if not use_kd:
             return {}
-        probs, hidden = predict(teacher.model, teacher.batchable(rows, cfg.label))
-        t_logit = torch.logit(torch.from_numpy(probs).float(), eps=1e-6)
+        t_logit, hidden = predict_logits(teacher.model, teacher.batchable(rows, cfg.label))
         return {"t_logit": t_logit, "t_hidden": hidden}
 
     def extra_modules(model: nn.Module) -> dict[str, nn.Module]:
         if not use_kd:
             return {}
-        return {"projection": nn.Linear(teacher.model.hidden_dim, model.hidden_dim)}
+        # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
+        return {STUDENT_PROJECTION: nn.Linear(model.hidden_dim, teacher.model.hidden_dim)}
 
     def loss_factory(model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
         def loss(m: nn.Module, b: Any) -> torch.Tensor:
@@ -70,7 +73,7 @@ def train_student(
             if not use_kd:
                 return (nn.functional.binary_cross_entropy_with_logits(s_logit, b.label, reduction="none") * b.weight).mean()
             return distillation_loss(
-                s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], extras["projection"],
+                s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], extras[STUDENT_PROJECTION],
                 cfg.kd_lambda, cfg.kd_temperature, cfg.kd_adaptive, cfg.kd_hidden, cfg.kd_logit,
             )
         return loss

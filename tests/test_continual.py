@@ -69,4 +69,4 @@ def test_student_distills_and_warm_starts(layout, cfg):
     assert manifest["kd"]["enabled"] and manifest["source_rows"] > 0 and manifest["target_rows"] > 0
     assert manifest["holdout_auc"] is not None
     loaded = load_model(layout.model("student", D2))
-    assert "projection" in loaded.extra  # g, the learned teacher->student projection, is checkpointed
+    assert "student_projection" in loaded.extra  # g, the learned student->teacher projection, is checkpointed

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ecat_tasks.models.data import Encoders, Vocabulary
-from ecat_tasks.models.distill import adaptive_weights, bernoulli_kl, distillation_loss
+from ecat_tasks.models.distill import adaptive_weights, bernoulli_kl, distillation_loss, hidden_regression
 from ecat_tasks.models.networks import RankingModel, StarModel, grad_reverse
 from ecat_tasks.models.training import CheckpointError, load_checkpoint, save_checkpoint, warm_load
 
@@ -42,6 +42,52 @@ def test_distillation_loss_reduces_to_weighted_bce_without_kd():
     plain = (torch.nn.functional.binary_cross_entropy_with_logits(s, y, reduction="none") * w).mean()
     assert torch.allclose(distillation_loss(s, h, y, w, s, h, proj, 0.0, 1.0), plain)
     assert distillation_loss(s, h, y, w, -s, h + 1, proj, 1.0, 1.0) > plain
+
+
+def test_hidden_term_cannot_be_shrunk_by_the_projection_alone():
+    """The teacher's hidden vector is a fixed target: zeroing g leaves the term at mean(h_t^2),
+    and no gradient reaches the teacher side."""
+    torch.manual_seed(0)
+    h_s = torch.randn(6, 4, requires_grad=True)
+    h_t = torch.randn(6, 8, requires_grad=True)
+    proj = torch.nn.Linear(4, 8)  # student (4) -> teacher (8)
+    torch.nn.init.zeros_(proj.weight)
+    torch.nn.init.zeros_(proj.bias)
+    term = hidden_regression(h_s, h_t, proj)
+    assert torch.allclose(term, h_t.detach().pow(2).mean(dim=1))  # a collapsed g cannot zero it
+    term.sum().backward()
+    assert h_t.grad is None  # stop-gradient on the teacher target
+    # the student's representation does get a gradient (through g once g is non-zero)
+    proj2 = torch.nn.Linear(4, 8)
+    h_s2 = torch.randn(6, 4, requires_grad=True)
+    hidden_regression(h_s2, h_t, proj2).sum().backward()
+    assert h_s2.grad is not None and h_s2.grad.abs().sum() > 0
+
+
+def test_distillation_loss_is_the_batch_mean_of_the_documented_per_sample_terms():
+    torch.manual_seed(1)
+    s, h_s = torch.randn(5), torch.randn(5, 3)
+    t, h_t = torch.randn(5) * 3, torch.randn(5, 4)
+    y, w = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0]), torch.tensor([1.0, 0.5, 2.0, 1.0, 0.1])
+    proj = torch.nn.Linear(3, 4)
+    a = adaptive_weights(t, y, 2.0)
+    per_sample = (w * torch.nn.functional.binary_cross_entropy_with_logits(s, y, reduction="none")
+                  + 0.7 * a * ((proj(h_s) - h_t).pow(2).mean(dim=1) + bernoulli_kl(t, s)))
+    got = distillation_loss(s, h_s, y, w, t, h_t, proj, 0.7, 2.0)
+    assert torch.allclose(got, per_sample.mean())
+
+
+def test_teacher_logits_pass_unclipped():
+    """A confident teacher (logit 20) keeps its confidence: the KL equals the exact value from logits."""
+    t, s = torch.tensor([20.0, -20.0]), torch.tensor([5.0, -5.0])
+    exact = bernoulli_kl(t, s)
+    clipped = bernoulli_kl(torch.logit(torch.sigmoid(t), eps=1e-6), s)
+    assert not torch.allclose(exact, clipped)  # what clipping probabilities used to cost
+    y, w, h = torch.tensor([1.0, 0.0]), torch.ones(2), torch.zeros(2, 2)
+    proj = torch.nn.Linear(2, 2)
+    got = distillation_loss(s, h, y, w, t, h, proj, 1.0, 1.0, adaptive=False, use_hidden=False)
+    want = (torch.nn.functional.binary_cross_entropy_with_logits(s, y, reduction="none") + exact).mean()
+    assert torch.allclose(got, want)
 
 
 def test_vocabulary_grows_without_moving_known_ids():

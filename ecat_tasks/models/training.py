@@ -100,19 +100,29 @@ def train_epochs(model: nn.Module, data: Batchable, loss_fn: LossFn, optimizer: 
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[np.ndarray, torch.Tensor]:
-    """Probabilities (numpy) and last hidden representations (tensor), in row order."""
+def predict_logits(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and last hidden representations (CPU tensors), in row order.
+
+    Distillation takes the teacher's logits from here: probabilities clipped and mapped back
+    through the logit would flatten a confident teacher.
+    """
     model.eval()
     device = next(model.parameters()).device
-    probs, hidden = [], []
+    logits, hidden = [], []
     for batch in data.batches(batch_size, None, shuffle=False):
         batch = batch.to(device)
         logit, h = model(batch.sparse, batch.dense, **batch.extra)
-        probs.append(torch.sigmoid(logit).cpu())
+        logits.append(logit.cpu())
         hidden.append(h.cpu())
-    if not probs:
-        return np.zeros(0), torch.zeros(0)
-    return torch.cat(probs).numpy().astype(np.float64), torch.cat(hidden)
+    if not logits:
+        return torch.zeros(0), torch.zeros(0)
+    return torch.cat(logits), torch.cat(hidden)
+
+
+def predict(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[np.ndarray, torch.Tensor]:
+    """Probabilities (numpy) and last hidden representations (tensor), in row order."""
+    logits, hidden = predict_logits(model, data, batch_size)
+    return torch.sigmoid(logits).numpy().astype(np.float64), hidden
 
 
 def weighted_bce(logit: torch.Tensor, label: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
