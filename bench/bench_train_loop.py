@@ -2,7 +2,7 @@
 
     python -m bench.bench_train_loop [--rows 300000] [--reps 3] [--threads 1] [--epochs N]
 
-"ours" is the real code path of ``student_distill``: :func:`ecat_tasks.student_distill.train_student`
+"ours" is the real code path of ``student_distill``: :func:`ecat_tasks.models.student.train_student`
 (which calls ``fit_day``) reading the day from Parquet files in a lake layout, streamed by
 :class:`ecat_tasks.models.stream.LakeStream`: row groups read and encoded block by block (in a
 background thread), the teacher's logits and hidden vectors computed per block, shuffling
@@ -84,8 +84,7 @@ def make_inputs(rows: int, seed: int, lake: Path) -> dict[str, Any]:
 
 def run_ours(inputs: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """train_student exactly as student_distill calls it; times its train_epochs call(s)."""
-    from ecat_tasks import student_distill
-    from ecat_tasks.models import continual
+    from ecat_tasks.models import continual, student
     from ecat_tasks.storage import Layout
 
     real = continual.train_epochs
@@ -107,7 +106,7 @@ def run_ours(inputs: dict[str, Any], cfg: Any) -> dict[str, Any]:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-train-loop-") as tmp:
             t0 = time.perf_counter()
-            student_distill.train_student(
+            student.train_student(
                 "student", DS, cfg, Layout(tmp), inputs["target"], inputs["validation"], inputs["candidates"],
                 inputs["teacher"], "bench_train_loop",
             )

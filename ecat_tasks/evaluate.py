@@ -14,10 +14,9 @@ import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import target_day
+from ecat_tasks.inputs import eval_sets
 from ecat_tasks.metrics import all_metrics
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.report import METRICS_FILE, checkpoint_checksum, model_dir, newest_checkpoint_day, read_report, write_report
@@ -29,11 +28,6 @@ log = logging.getLogger(__name__)
 
 def models_to_evaluate(cfg: EcatConfig) -> list[str]:
     return ["ecat", "teacher", *cfg.baselines, *[f"ecat_{a}" for a in cfg.ablations]]
-
-
-def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFrame]:
-    split = target_day(ds, cfg, layout)
-    return {"validation": split.validation, "holdout": split.holdout}
 
 
 def trained_days(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, str | None]:

@@ -21,20 +21,11 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import DataError, PermanentError
+from ecat_tasks.features import CONTRACT_SCHEMA
 from ecat_tasks.sql import bind, load_sql, paramstyle_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, drop_partition, shift_ds, write_manifest
 
 log = logging.getLogger(__name__)
-
-CONTRACT_SCHEMA = pa.schema([
-    ("sample_id", pa.string()), ("ds", pa.date32()), ("event_ts", pa.timestamp("us")),
-    ("scenario", pa.string()), ("user_id", pa.int64()), ("item_id", pa.int64()),
-    ("category_id", pa.int64()), ("user_age", pa.int64()), ("user_gender", pa.int64()),
-    ("user_city", pa.int64()), ("item_brand", pa.int64()), ("device", pa.int64()),
-    ("hour", pa.int64()), ("item_price", pa.float64()), ("user_activity", pa.float64()),
-    ("item_popularity", pa.float64()), ("click", pa.int64()), ("conversion", pa.int64()),
-])
-
 
 class EmptyTargetError(DataError):
     """The target scenario has no rows for the day: never train a silent empty model."""

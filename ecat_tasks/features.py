@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyarrow as pa
+
 
 @dataclass(frozen=True)
 class SparseFeature:
@@ -64,3 +66,14 @@ def sample_columns(spec: FeatureSpec = DEFAULT_SPEC) -> list[str]:
     """Every column of the ``samples`` contract, in warehouse order."""
     extra = [n for n in spec.sparse_names if n not in ID_COLUMNS]
     return [*META_COLUMNS, *ID_COLUMNS, *extra, *spec.dense_names, *LABEL_COLUMNS]
+
+
+# The Arrow schema of an extracted lake partition (what extract writes and validate checks).
+CONTRACT_SCHEMA = pa.schema([
+    ("sample_id", pa.string()), ("ds", pa.date32()), ("event_ts", pa.timestamp("us")),
+    ("scenario", pa.string()), ("user_id", pa.int64()), ("item_id", pa.int64()),
+    ("category_id", pa.int64()), ("user_age", pa.int64()), ("user_gender", pa.int64()),
+    ("user_city", pa.int64()), ("item_brand", pa.int64()), ("device", pa.int64()),
+    ("hour", pa.int64()), ("item_price", pa.float64()), ("user_activity", pa.float64()),
+    ("item_popularity", pa.float64()), ("click", pa.int64()), ("conversion", pa.int64()),
+])

@@ -46,7 +46,6 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -55,8 +54,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.splits import train_mask
-from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, shift_ds, write_manifest
+from ecat_tasks.inputs import domain_window, lake_table, target_train_table
+from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; dgl is imported lazily
     import dgl
@@ -396,25 +395,6 @@ def random_sample(sample_ids: np.ndarray, cap: int, seed: int) -> pd.DataFrame:
 
 
 # --- task -------------------------------------------------------------------------------
-def _read(path: Path, columns: list[str]) -> pa.Table:
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
-    return pa.concat_tables([pq.read_table(f, columns=columns) for f in files]).combine_chunks()
-
-
-def _read_target_train(path: Path, cfg: EcatConfig) -> pa.Table:
-    """A target partition's training rows only: validation and holdout users never shape the graph."""
-    table = _read(path, SOURCE_COLUMNS)
-    keep = train_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
-    return table.filter(pa.array(keep)).select(GRAPH_COLUMNS)
-
-
-def _window(layout: Layout, domain: str, ds: str, lookback_days: int) -> list[str]:
-    days = [shift_ds(ds, -k) for k in range(lookback_days)]
-    return sorted(d for d in days if d == ds or (layout.lake(domain, d) / MANIFEST).is_file())
-
-
 def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     """Task entry point: score and select the source samples of ``ds``; returns a small manifest."""
     layout = layout or Layout()
@@ -424,19 +404,20 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     tgt_path = layout.require(layout.lake("target", ds))
     timings: dict[str, float] = {}
 
-    source = _read(src_path, SOURCE_COLUMNS)
-    target_day = _read(tgt_path, GRAPH_COLUMNS)
+    source = lake_table(src_path, SOURCE_COLUMNS)
+    target_day = lake_table(tgt_path, GRAPH_COLUMNS)
     target_rows = target_day.num_rows
     source_rows = source.num_rows
     cap = int(math.floor(cfg.max_source_ratio * target_rows))
     info: dict[str, Any] = {"window_days": {}, "seeds": {}, "nodes": {}, "edges": {}, "reached": {}, "walks": 0}
 
     if cfg.graph_enabled:
-        src_days = _window(layout, "source", ds, cfg.lookback_days)
-        tgt_days = _window(layout, "target", ds, cfg.lookback_days)
-        parts = [source.select(GRAPH_COLUMNS)] + [_read(layout.lake("source", d), GRAPH_COLUMNS) for d in src_days if d != ds]
+        src_days = domain_window(layout, "source", ds, cfg.lookback_days)
+        tgt_days = domain_window(layout, "target", ds, cfg.lookback_days)
+        parts = [source.select(GRAPH_COLUMNS)] + [lake_table(layout.lake("source", d), GRAPH_COLUMNS) for d in src_days if d != ds]
         # seeds and edges come from target-train rows only (the held-out users' rows are evaluation data)
-        targets = [_read_target_train(tgt_path, cfg)] + [_read_target_train(layout.lake("target", d), cfg)
+        targets = [target_train_table(tgt_path, cfg, GRAPH_COLUMNS)] + [
+            target_train_table(layout.lake("target", d), cfg, GRAPH_COLUMNS)
                                                          for d in tgt_days if d != ds]
         target_all = pa.concat_tables(targets).combine_chunks()
         interactions = pa.concat_tables(parts + [target_all]).combine_chunks()

@@ -1,13 +1,16 @@
 """Reading a day's inputs from the lake: target split, source, lookback window, candidates.
 
-Every reader reads the lake, which holds validated days only (validate publishes them from
-staging), and goes through :meth:`Layout.require`, so a missing partition fails with its
-path and the name of the task that should have written it.
+Steps read their inputs only through this module. The lake holds validated days only
+(validate publishes them from staging), and every reader goes through
+:meth:`Layout.require`, so a missing partition fails with its path and the name of the task
+that should have written it.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,7 +21,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.stream import Part, select_ids
 from ecat_tasks.splits import TargetSplit, split_target, train_mask
-from ecat_tasks.storage import Layout, shift_ds
+from ecat_tasks.storage import MANIFEST, Layout, shift_ds
 
 
 def target_rows(ds: str, layout: Layout) -> pd.DataFrame:
@@ -80,3 +83,40 @@ def candidates_part(ds: str, layout: Layout) -> tuple[Part, int, float]:
 def graph_candidates_ids(ds: str, layout: Layout) -> pa.Table:
     """(sample_id, graph_score) of graph_select's candidates for ``ds``."""
     return pq.read_table(layout.require(layout.partition("selection/graph", ds)), columns=["sample_id", "graph_score"])
+
+
+def source_sample_ids(ds: str, layout: Layout) -> pa.ChunkedArray:
+    """The sample_ids of ``ds``'s source rows, in file order (one column, never the rows)."""
+    return pq.read_table(layout.require(layout.lake("source", ds)), columns=["sample_id"]).column("sample_id")
+
+
+def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFrame]:
+    """The validation and cold-start holdout slices of ``ds``'s target rows."""
+    split = target_day(ds, cfg, layout)
+    return {"validation": split.validation, "holdout": split.holdout}
+
+
+def read_partition(path: Path) -> pd.DataFrame:
+    """One whole partition (staged or published) as a frame."""
+    return pd.read_parquet(path)
+
+
+def lake_table(path: Path, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of a lake partition as one Arrow table (the graph's columnar path)."""
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
+    return pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in files]).combine_chunks()
+
+
+def target_train_table(path: Path, cfg: EcatConfig, columns: Sequence[str]) -> pa.Table:
+    """A target partition's training rows only: validation and holdout users never shape training inputs."""
+    table = lake_table(path, list(dict.fromkeys([*columns, "user_id", "sample_id"])))
+    keep = train_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
+    return table.filter(pa.array(keep)).select(list(columns))
+
+
+def domain_window(layout: Layout, domain: str, ds: str, lookback_days: int) -> list[str]:
+    """Days of one domain's lookback window ending at ``ds`` that the lake holds, plus ``ds``."""
+    days = [shift_ds(ds, -k) for k in range(lookback_days)]
+    return sorted(d for d in days if d == ds or (layout.lake(domain, d) / MANIFEST).is_file())

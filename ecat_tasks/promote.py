@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.evaluate import eval_sets
+from ecat_tasks.inputs import eval_sets
 from ecat_tasks.metrics import auc
 from ecat_tasks.report import read_report, write_report
 from ecat_tasks.storage import Layout

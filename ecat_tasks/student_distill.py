@@ -4,7 +4,8 @@ with adaptive distillation from the day's teacher, warm-starting from the previo
 The teacher is frozen: its logits and hidden vectors are computed once per day before
 training (no per-batch teacher pass) and are fixed targets; a learned projection g on the
 student side maps the student's hidden space onto the teacher's (models/distill.py says why
-that side). The ablations in train_baselines reuse :func:`train_student`.
+that side). The training is :func:`ecat_tasks.models.student.train_student`, which the
+ablations in train_baselines share.
 """
 
 from __future__ import annotations
@@ -12,85 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import candidates_part, target_day, target_train_part
-from ecat_tasks.models.continual import LoadedModel, Phase, fit_day, load_model
-from ecat_tasks.models.distill import distillation_loss
-from ecat_tasks.models.stream import Part, part_totals
-from ecat_tasks.models.training import LossFn, predict_logits, select_device
+from ecat_tasks.models.continual import load_model
+from ecat_tasks.models.student import train_student
+from ecat_tasks.models.training import select_device
 from ecat_tasks.storage import Layout
 
 log = logging.getLogger(__name__)
-
-STUDENT_PROJECTION = "student_projection"
-
-
-def student_arch(cfg: EcatConfig) -> dict[str, Any]:
-    return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.student_hidden)}
-
-
-def train_student(
-    name: str,
-    ds: str,
-    cfg: EcatConfig,
-    layout: Layout,
-    target_train: Part,
-    validation: pd.DataFrame,
-    candidates: Part,
-    teacher: LoadedModel | None,
-    task: str,
-) -> dict[str, Any]:
-    """Fit one student variant: BCE on weighted rows plus (optionally) adaptive KD.
-
-    ``target_train`` and ``candidates`` are streamed parts (the candidates carry their
-    importance weights). ``teacher`` serves the distillation (``kd_enabled``) and, with
-    ``student_init_from_teacher``, the embedding initialisation; either may be off.
-    """
-    target_rows, _ = part_totals(target_train)
-    source_rows, source_weight_sum = part_totals(candidates)
-    use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
-
-    def extra_data(student: LoadedModel, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
-        if not use_kd:
-            return {}
-        t_logit, hidden = predict_logits(teacher.model, teacher.batchable(rows, cfg.label))
-        return {"t_logit": t_logit, "t_hidden": hidden}
-
-    def extra_modules(model: nn.Module) -> dict[str, nn.Module]:
-        if not use_kd:
-            return {}
-        # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
-        return {STUDENT_PROJECTION: nn.Linear(model.hidden_dim, teacher.model.hidden_dim)}
-
-    def loss_factory(model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
-        def loss(m: nn.Module, b: Any) -> torch.Tensor:
-            s_logit, h_s = m(b.sparse, b.dense)
-            if not use_kd:
-                return (nn.functional.binary_cross_entropy_with_logits(s_logit, b.label, reduction="none") * b.weight).mean()
-            return distillation_loss(
-                s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], extras[STUDENT_PROJECTION],
-                cfg.kd_lambda, cfg.kd_temperature, cfg.kd_adaptive, cfg.kd_hidden, cfg.kd_logit,
-            )
-        return loss
-
-    return fit_day(
-        name, ds, cfg, layout,
-        phases=[Phase([target_train, candidates], cfg.student_epochs, name="target+source")],
-        arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=validation,
-        extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
-        embedding_init=teacher if cfg.student_init_from_teacher else None,
-        manifest_extra={
-            "target_rows": target_rows, "source_rows": source_rows, "source_weight_sum": source_weight_sum,
-            "init_from_teacher": bool(cfg.student_init_from_teacher and teacher is not None),
-            "kd": {"enabled": use_kd, "lambda": cfg.kd_lambda, "temperature": cfg.kd_temperature,
-                   "adaptive": cfg.kd_adaptive, "hidden": cfg.kd_hidden, "logit": cfg.kd_logit},
-        },
-    )
 
 
 def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:

@@ -29,18 +29,18 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.domain_reweight import reweight
 from ecat_tasks.inputs import (
-    candidates_part, graph_candidates_ids, source_part, source_subset_part, target_day, target_train_part,
+    candidates_part, graph_candidates_ids, source_part, source_sample_ids, source_subset_part, target_day,
+    target_train_part,
 )
 from ecat_tasks.models.continual import Phase, checkpoint_arch, fit_day, load_model
+from ecat_tasks.models.reweighting import reweight
 from ecat_tasks.models.stream import Part
+from ecat_tasks.models.student import student_arch, train_student
 from ecat_tasks.models.training import select_device
 from ecat_tasks.storage import Layout, shift_ds
-from ecat_tasks.student_distill import student_arch, train_student
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
     vcfg = cfg
     if model == "no_graph":  # random candidates of the graph's cap, reweighted like the graph's
         graph_ids = graph_candidates_ids(ds, layout).column("sample_id")
-        source_ids = pq.read_table(layout.require(layout.lake("source", ds)), columns=["sample_id"]).column("sample_id")
+        source_ids = source_sample_ids(ds, layout)
         rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
         rw = reweight(target_train, rand, cfg)
         kept = rw.sample_id.filter(pa.array(rw.keep)).combine_chunks()

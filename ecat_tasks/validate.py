@@ -21,8 +21,8 @@ import pandas as pd
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import PermanentError
-from ecat_tasks.extract import CONTRACT_SCHEMA
-from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
+from ecat_tasks.features import CONTRACT_SCHEMA, DEFAULT_SPEC, FeatureSpec
+from ecat_tasks.inputs import read_partition
 from ecat_tasks.models.data import dense_psi
 from ecat_tasks.storage import Layout, atomic_dir, drop_partition, publish_staged, read_manifest, shift_ds
 
@@ -71,7 +71,7 @@ def build_expectations(domain: str, ds: str, rows_min: int, cfg: EcatConfig, spe
 
 
 def _read(path: Path) -> pd.DataFrame:
-    frame = pd.read_parquet(path)
+    frame = read_partition(path)
     if "ds" in frame.columns:  # compare the partition day as text, whatever the reader's date type
         frame["ds"] = frame["ds"].astype(str)
     # GX 1.24's type check does not recognise pandas 3's default string dtype: hand it objects.

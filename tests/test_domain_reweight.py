@@ -3,7 +3,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from conftest import DAYS, tiny_config
-from ecat_tasks.domain_reweight import domain_reweight, normalised_weights, normalised_weights_by_label, reweight
+from ecat_tasks.domain_reweight import domain_reweight
+from ecat_tasks.models.reweighting import normalised_weights, normalised_weights_by_label, reweight
 from ecat_tasks.storage import read_manifest
 
 CFG = tiny_config(reweight_epochs=4, student_hidden=[32, 16], batch_size=256)

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import DAYS
 from ecat_tasks.domain_reweight import domain_reweight
-from ecat_tasks.evaluate import evaluate, eval_sets
+from ecat_tasks.evaluate import evaluate
+from ecat_tasks.inputs import eval_sets
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.promote import ALIAS, gate, promote

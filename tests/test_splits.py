@@ -82,6 +82,7 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
     """Capture every frame a training step hands to training (graph seeds, discriminator,
     teacher, student, each baseline and ablation) and look for the day's evaluation users."""
     from ecat_tasks import domain_reweight, graph_select, student_distill, teacher_refresh, train_baselines
+    from ecat_tasks.models import student
     from ecat_tasks.config import ABLATIONS, BASELINES
     from ecat_tasks.models.stream import LakeStream, Part
 
@@ -109,11 +110,11 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
     def phases(args, kwargs, _):
         return [rows(p.frame) for p in kwargs.get("phases", args[4] if len(args) > 4 else [])]
 
-    for mod in (teacher_refresh, student_distill, train_baselines):
+    for mod in (teacher_refresh, student, train_baselines):  # every caller of fit_day
         spy(mod, "fit_day", phases)
     spy(domain_reweight, "reweight", lambda args, kwargs, _: [rows(args[0])])
     spy(train_baselines, "reweight", lambda args, kwargs, _: [rows(args[0])])
-    spy(graph_select, "_read_target_train", lambda args, kwargs, result: [result.to_pandas()])
+    spy(graph_select, "target_train_table", lambda args, kwargs, result: [result.to_pandas()])
 
     graph_select.graph_select(ds, cfg, layout)
     domain_reweight.domain_reweight(ds, cfg, layout)

@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.extract import CONTRACT_SCHEMA, extract
+from ecat_tasks.extract import extract
+from ecat_tasks.features import CONTRACT_SCHEMA
 from ecat_tasks.sql import paramstyle_of
 from ecat_tasks.storage import Layout
 from ecat_tasks.synthetic import SAMPLES_DDL, World
