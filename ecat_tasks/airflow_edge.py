@@ -54,6 +54,8 @@ HINTS = {
     "MissingPartitionError": "an upstream partition is missing: run or clear the task named in the message for this ds",
     "ValidationFailed": "the day's data broke an expectation: read the listed failures and the data docs; fix the load, then clear 'extract'",
     "EmptyTargetError": "no target rows for this day: check the warehouse load or the target_scenario param",
+    "SpecError": ("the warehouse table does not follow the feature spec (every problem is named): fix the table or "
+                  "the spec (python -m ecat_tasks.spec check), then clear 'extract'"),
     "SchemaError": "the warehouse table lacks a contract column or has values of the wrong type (named, with the day): fix the load, then clear 'extract'",
     "WarehouseQueryError": "the warehouse refused the extraction query (not a connection or lock error): read the message, fix the table or SQL, then clear 'extract'",
     "ConfigError": "a run parameter is unknown or invalid (named, with the closest valid name): trigger again with a corrected --conf",

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import DataError, PermanentError
 from ecat_tasks.features import CONTRACT_SCHEMA
+from ecat_tasks.spec import demo_spec, require_warehouse
 from ecat_tasks.sql import bind, load_sql, paramstyle_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, drop_partition, shift_ds, write_manifest
 
@@ -200,6 +201,9 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
     counts: dict[str, dict[str, int]] = {}
     no_history = []
     try:
+        # The feature spec's check first: every missing column, wrong type and unknown label at
+        # once, before anything is written (a SpecError is a DataError: no retries).
+        require_warehouse(demo_spec(), connection, cfg.label, (shift_ds(ds, -(cfg.lookback_days - 1)), ds))
         _check_columns(connection, ds)
         counts[ds] = extract_day(connection, ds, cfg, layout)
         for day in days[1:]:
