@@ -24,13 +24,14 @@ def _demo_yaml() -> dict:
     return yaml.safe_load(DEMO.read_text())
 
 
-def test_demo_spec_is_the_contract_the_pipeline_extracts_validates_and_embeds() -> None:
-    from ecat_tasks.features import CONTRACT_SCHEMA, DEFAULT_SPEC
-    from ecat_tasks.synthetic import SAMPLES_DDL
+def test_demo_spec_is_what_the_models_embed_the_sql_selects_and_the_generator_creates() -> None:
+    from ecat_tasks.models.data import Encoders
+    from ecat_tasks.synthetic import SAMPLES_DDL, World
 
     spec = demo_spec()
-    assert spec.arrow_schema().equals(CONTRACT_SCHEMA)
-    assert spec.sparse_names == DEFAULT_SPEC.sparse_names and spec.dense_names == DEFAULT_SPEC.dense_names
+    chunk = next(World().day_chunks(DAYS[0], 500)).to_pandas()
+    enc = Encoders.fit(chunk)  # the models' default features
+    assert list(enc.vocabs) == spec.sparse_names and enc.spec.dense_names == spec.dense_names
     with duckdb.connect() as con:
         con.execute(SAMPLES_DDL)
         generator = [(d[0], type_family(d[1])) for d in con.execute("DESCRIBE samples").fetchall()]
