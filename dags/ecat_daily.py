@@ -3,7 +3,8 @@
 check_conf -> wait_for_data (sensor) -> extract (to staging) -> validate (publishes to the lake)
 -> score_previous_day (yesterday's models on today's rows, before anything trains on today)
 -> {graph_select -> domain_reweight, teacher_refresh, plan_comparisons} -> {student_distill,
-train_comparison[model] per due comparison model} -> evaluate -> promote. Logic lives in
+train_comparison[model] per due comparison model} -> guard (which model is served) -> evaluate
+-> promote. Logic lives in
 ``ecat_tasks``; see README.
 """
 
@@ -107,10 +108,14 @@ def ecat_daily() -> None:
         get_current_context()["comparison_model"] = model
         return run_step("train_comparison", ds, params, model=model)
 
-    # none_failed: on a day no comparison model is due, the empty mapping is skipped and the
-    # report scores their newest checkpoints.
-    @task(outlets=[_asset("reports/metrics")], trigger_rule="none_failed")
-    def evaluate(_s: dict, ds: str | None = None, params: dict | None = None) -> dict:
+    # none_failed: on a day no comparison model is due, the empty mapping is skipped; the guard
+    # then compares ECAT with no fallback and the report scores their newest checkpoints.
+    @task(outlets=[_asset("models/served")], trigger_rule="none_failed")
+    def guard(_s: dict, ds: str | None = None, params: dict | None = None) -> dict:
+        return run_step("guard", ds, params)
+
+    @task(outlets=[_asset("reports/metrics")])
+    def evaluate(_g: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("evaluate", ds, params)
 
     @task(retries=0)
@@ -122,9 +127,9 @@ def ecat_daily() -> None:
     teacher = teacher_refresh(scored)
     student = student_distill(weights, teacher)
     comparisons = train_comparison.partial(_w=weights, _t=teacher).expand(model=plan_comparisons(scored))
-    evaluated = evaluate(student)
-    comparisons >> evaluated
-    promote(evaluated)
+    guarded = guard(student)
+    comparisons >> guarded
+    promote(evaluate(guarded))
 
 
 ecat_daily()

@@ -45,6 +45,7 @@ STEPS = {
     "train_baselines": "ecat_tasks.train_baselines:train_baselines",
     "plan_comparisons": "ecat_tasks.train_baselines:plan_comparisons",
     "train_comparison": "ecat_tasks.train_baselines:train_comparison",
+    "guard": "ecat_tasks.guard:guard",
     "evaluate": "ecat_tasks.evaluate:evaluate",
     "promote": "ecat_tasks.promote:promote",
 }

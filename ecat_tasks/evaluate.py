@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import eval_sets
+from ecat_tasks.inputs import eval_sets, served_decision
 from ecat_tasks.metrics import all_metrics
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import METRICS_FILE, checkpoint_checksum, model_dir, newest_checkpoint_day, read_report, write_report
+from ecat_tasks.report import METRICS_FILE, guard_tags, checkpoint_checksum, model_dir, newest_checkpoint_day, read_report, write_report
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import log_model_metrics
 
@@ -55,6 +55,15 @@ def score_models(ds: str, cfg: EcatConfig, layout: Layout,
     return out
 
 
+def guard_summary(ds: str, layout: Layout) -> dict[str, Any]:
+    """The guard's decision for ``ds`` (served model, fallback, reason); ECAT when the guard did not run."""
+    m = served_decision(ds, layout)
+    if m is None:
+        return {"served": "ecat", "fallback": False, "reason": "the guard did not run for this ds: ECAT served"}
+    return {"served": m["served"], "fallback": bool(m["fallback"]), "reason": m["reason"],
+            "comparisons": m.get("comparisons", []), "validation_rows": m.get("validation_rows")}
+
+
 def carry_over(old: dict[str, Any] | None, report: dict[str, Any]) -> list[str]:
     """Copy the next-day scores (and the promotion) of an earlier report of the same day into
     ``report`` where the checkpoint they were computed on is still the one evaluated now.
@@ -73,7 +82,7 @@ def carry_over(old: dict[str, Any] | None, report: dict[str, Any]) -> list[str]:
             lift = {m: v for m, v in nxt.get("lift", {}).items() if m in same and "ecat" in same}
             report["next_day"] = {**nxt, "checkpoints": {m: scored[m] for m in same}, "lift": lift}
     promo = old.get("promotion")
-    if promo and promo.get("checkpoint") == now.get("ecat"):
+    if promo and promo.get("checkpoint") == now.get(promo.get("served", "ecat")):
         report["promotion"] = promo
     return stale
 
@@ -94,7 +103,7 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     }
     report = {"ds": ds, "label": cfg.label, "models": metrics, "summary": lift, "parameters": cfg.to_dict(),
               "checkpoints": {m: checkpoint_checksum(layout, m, trained.get(m) or ds) for m in metrics},
-              "comparison_trained_ds": trained}
+              "comparison_trained_ds": trained, "guard": guard_summary(ds, layout)}
     stale = carry_over(read_report(layout, ds), report)
     if stale:
         log.warning("evaluate ds=%s: the next-day scores of %s were computed on checkpoints this rerun replaced: "
@@ -102,7 +111,8 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     out_dir = write_report(layout, ds, report, "evaluate")
     for model, sets in metrics.items():
         flat = {f"{s}_{k}": v for s, m in sets.items() for k, v in m.items()}
-        log_model_metrics(cfg, layout.root, ds, model, flat, {"label": cfg.label, "seed": cfg.seed})
+        log_model_metrics(cfg, layout.root, ds, model, flat, {"label": cfg.label, "seed": cfg.seed},
+                          tags=guard_tags(report["guard"]) if model in ("ecat", report["guard"]["served"]) else None)
     prev = read_report(layout, shift_ds(ds, -1))
     prev_auc = (prev or {}).get("models", {}).get("ecat", {}).get("validation", {}).get("auc")
     if prev_auc is not None and ecat["auc"] < prev_auc - 0.02:
@@ -112,10 +122,10 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     secs = time.perf_counter() - t0
     log.info(
         "evaluate ds=%s: %d models; validation (%d rows): ECAT AUC %.4f GAUC %.4f, best baseline %s AUC %.4f, "
-        "lift AUC %+.4f GAUC %+.4f; cold-start holdout (%d rows): ECAT AUC %.4f; comparison models not trained "
+        "lift AUC %+.4f GAUC %+.4f; served %s%s; cold-start holdout (%d rows): ECAT AUC %.4f; comparison models not trained "
         "today: %s%s; report %s in %.1fs",
         ds, len(metrics), ecat["rows"], ecat["auc"], ecat["gauc"], best, lift["best_baseline_auc"], lift["auc_lift"],
-        lift["gauc_lift"], hold["rows"], hold["auc"],
+        lift["gauc_lift"], report["guard"]["served"], " (guard FALLBACK)" if report["guard"]["fallback"] else "", hold["rows"], hold["auc"],
         ", ".join(f"{m} (last {d or 'never'})" for m, d in trained.items() if d != ds) or "none",
         "; next-day scores kept" if "next_day" in report else "", out_dir / "report.html", secs,
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -21,7 +21,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.stream import Part, select_ids
 from ecat_tasks.splits import TargetSplit, split_target, train_mask
-from ecat_tasks.storage import MANIFEST, Layout, shift_ds
+from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
 
 
 def target_rows(ds: str, layout: Layout) -> pd.DataFrame:
@@ -94,6 +94,19 @@ def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFram
     """The validation and cold-start holdout slices of ``ds``'s target rows."""
     split = target_day(ds, cfg, layout)
     return {"validation": split.validation, "holdout": split.holdout}
+
+
+def validation_window(ds: str, cfg: EcatConfig, layout: Layout, days: int) -> pd.DataFrame:
+    """The validation users' target rows of the last ``days`` days of the lookback window ending at ``ds``
+    (validation users never train any model, on any day: every decision may read them)."""
+    parts = [target_day(day, cfg, layout).validation for day in window_days(ds, cfg, layout)[-days:]]
+    return pd.concat(parts, ignore_index=True)
+
+
+def served_decision(ds: str, layout: Layout) -> dict[str, Any] | None:
+    """The guard's manifest for ``ds`` (served model, fallback, reason), None when the guard did not run."""
+    path = layout.model("served", ds) / MANIFEST
+    return read_manifest(path.parent) if path.is_file() else None
 
 
 def read_partition(path: Path) -> pd.DataFrame:

@@ -1,6 +1,8 @@
-"""promote: the gate that moves the registry's ``champion`` alias to today's student.
+"""promote: the gate that moves the registry's ``champion`` alias to today's served model.
 
-The gate reads the validation slice of ``ds`` and nothing else. The student passes when its
+The served model is the negative-transfer guard's choice (``report["guard"]``: ECAT's student,
+or a fallback when the transfer hurt on the validation slice); ECAT's student when the guard
+did not run. The gate reads the validation slice of ``ds`` and nothing else. The model passes when its
 validation AUC beats the target-only baseline's by more than ``promote_min_lift`` and trails
 the current champion's AUC, scored on today's same validation slice, by no more than
 ``promote_tolerance``. A refusal is a normal outcome: the task succeeds, says why, and the
@@ -17,7 +19,7 @@ from typing import Any
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import eval_sets
 from ecat_tasks.metrics import auc
-from ecat_tasks.report import read_report, write_report
+from ecat_tasks.report import guard_tags, model_dir, read_report, write_report
 from ecat_tasks.storage import Layout
 from ecat_tasks.tracking import (
     ALIAS, RegistryError, champion_version, client, current_champion, register_model, score_version,
@@ -51,7 +53,11 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
     if report is None or "validation" not in report.get("models", {}).get("ecat", {}):
         raise ValueError(f"reports/ds={ds} has no validation metrics of ECAT: run evaluate for {ds} first")
     models = report["models"]
-    student_auc = models["ecat"]["validation"]["auc"]
+    guard = report.get("guard") or {"served": "ecat", "fallback": False, "reason": "the guard did not run"}
+    served = guard["served"]
+    if "validation" not in models.get(served, {}):
+        raise ValueError(f"reports/ds={ds} has no validation metrics of the served model {served}: rerun evaluate")
+    student_auc = models[served]["validation"]["auc"]
     target_only = models.get("target_only", {}).get("validation", {}).get("auc")
     champ = champion_version(cfg, layout.root)
     champ_v = str(champ.version) if champ is not None else None
@@ -62,14 +68,17 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
     champ_auc = (auc(validation[cfg.label].to_numpy(), score_version(cfg, layout.root, champ_v, validation))
                  if champ is not None else None)
     passes, reason = gate(student_auc, target_only, champ_auc, cfg)
-    decision: dict[str, Any] = {"promoted": passes, "reason": reason, "checkpoint": report.get("checkpoints", {}).get("ecat"),
+    if served != "ecat":
+        reason = f"{served} (guard fallback): {reason}"
+    decision: dict[str, Any] = {"promoted": passes, "reason": reason, "served": served,
+                                "checkpoint": report.get("checkpoints", {}).get(served),
                                 "replaced_version": None, "version": None,
                                 "champion_version": champ_v}
     if passes:
         registered = register_model(
-            cfg, layout.root, ds, layout.model("student", ds), validation.head(5),
+            cfg, layout.root, ds, model_dir(layout, served, ds), validation.head(5),
             tags={"ds": ds, "validation_auc": f"{student_auc:.6f}", "gate": reason,
-                  "replaced_version": champ_v or ""},
+                  "replaced_version": champ_v or "", **guard_tags(guard)},
         )
         client(cfg, layout.root).set_registered_model_alias(cfg.registered_model, ALIAS, str(registered.version))
         decision.update(version=str(registered.version), replaced_version=champ_v,
@@ -81,5 +90,5 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
     else:
         log.warning("promote ds=%s: NOT promoted: %s; alias '%s' stays on version %s", ds, reason, ALIAS,
                     champ_v or "none")
-    return {"ds": ds, "promoted": passes, "version": decision["version"], "reason": reason,
+    return {"ds": ds, "promoted": passes, "served": served, "version": decision["version"], "reason": reason,
             "previous_champion": champ_v}

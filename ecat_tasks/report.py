@@ -10,7 +10,8 @@ any rollback). ``metrics.json``::
      "models": {model: {"validation": m, "holdout": m, "next_day": m}},   m = all_metrics(...)
      "checkpoints": {model: checksum of the checkpoint evaluated},
      "summary": {...},                                  # ECAT vs the best baseline, validation slice
-     "promotion": {"promoted", "version", "replaced_version", "reason"},
+     "guard": {"served", "fallback", "reason", "comparisons"},  # the model served and promoted today
+     "promotion": {"promoted", "served", "version", "replaced_version", "reason"},
      "next_day": {"ds": D+1, "rows", "users", "checkpoints", "lift": {model: lift},
                   "champion_check": {"decision", "reason", ...}}}
 
@@ -49,6 +50,12 @@ def model_dir(layout: Layout, name: str, ds: str) -> Path:
     if name.startswith("ecat_"):
         return layout.model(name[len("ecat_"):], ds)
     return layout.model(name, ds)
+
+
+def guard_tags(guard: dict[str, Any]) -> dict[str, str]:
+    """MLflow tags of the guard's decision (ECAT's run, the served model's run, the registered version)."""
+    return {"served": str(guard["served"]), "guard_fallback": str(bool(guard["fallback"])).lower(),
+            "guard_reason": str(guard["reason"])[:5000]}
 
 
 def newest_checkpoint_day(layout: Layout, name: str, ds: str) -> str | None:
@@ -183,6 +190,11 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
         style = ' style="color:#b00020;font-weight:bold"' if check["decision"] == "rolled_back" else ""
         decision.append(f"<p{style}><b>Next-day check on {html.escape(str(nxt.get('ds')))}</b>: "
                         f"{html.escape(check['decision'].replace('_', ' ').upper())}: {html.escape(check['reason'])}</p>")
+    guard = report.get("guard")
+    if guard:
+        kind = "FALLBACK: ECAT not served" if guard.get("fallback") else "ECAT"
+        decision.append(f"<p><b>Served model: {html.escape(str(guard['served']))}</b> ({kind}; negative-transfer guard, "
+                        f"validation slice): {html.escape(str(guard.get('reason', '')))}</p>")
     parts += decision or ["<p>No promotion decision recorded for this day yet.</p>"]
 
     if nxt:

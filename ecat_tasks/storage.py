@@ -38,6 +38,7 @@ WRITERS = {
     "selection/weights": "domain_reweight",
     "models/teacher": "teacher_refresh",
     "models/student": "student_distill",
+    "models/served": "guard",
     "models/baselines": "train_baselines",
     "reports": "evaluate",
 }
@@ -87,7 +88,7 @@ class Layout:
         return all((self.lake(d, ds) / MANIFEST).is_file() for d in ("source", "target"))
 
     def model(self, name: str, ds: str) -> Path:
-        area = f"models/{name}" if name in ("teacher", "student") else f"models/baselines/{name}"
+        area = f"models/{name}" if name in ("teacher", "student", "served") else f"models/baselines/{name}"
         return self.partition(area, ds)
 
     def report(self, ds: str) -> Path:

@@ -71,12 +71,12 @@ def _safe(value: str) -> str:
 
 
 def log_model_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics: dict[str, float],
-                      params: dict[str, Any]) -> str:
+                      params: dict[str, Any], tags: dict[str, str] | None = None) -> str:
     import mlflow
 
     mc = client(cfg, root)
     replace_runs(mc, ds, model)
-    with mlflow.start_run(run_name=f"{model}@{ds}", tags={"ds": ds, "model": model}) as run:
+    with mlflow.start_run(run_name=f"{model}@{ds}", tags={**(tags or {}), "ds": ds, "model": model}) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
         return run.info.run_id

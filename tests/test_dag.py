@@ -18,7 +18,7 @@ AIRFLOW = str(Path(sys.executable).parent / "airflow")
 HEAVY = ("torch", "dgl", "great_expectations", "mlflow", "sklearn")
 TRAINING = {"graph_select", "domain_reweight", "teacher_refresh", "student_distill", "train_comparison"}
 TASKS = {"check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select", "domain_reweight", "teacher_refresh", "student_distill",
-         "plan_comparisons", "train_comparison", "evaluate", "promote"}
+         "plan_comparisons", "train_comparison", "guard", "evaluate", "promote"}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_wiring(dag) -> None:
     assert up["student_distill"] == {"domain_reweight", "teacher_refresh"}
     assert up["plan_comparisons"] == {"score_previous_day"}
     assert up["train_comparison"] == {"domain_reweight", "teacher_refresh", "plan_comparisons"}
-    assert up["evaluate"] == {"student_distill", "train_comparison"}
+    assert up["guard"] == {"student_distill", "train_comparison"}  # every fallback trained before it decides
+    assert up["evaluate"] == {"guard"}
     assert up["promote"] == {"evaluate"}
     assert dag.max_active_runs == 1
 
@@ -65,7 +66,7 @@ def test_next_day_scoring_runs_on_validated_data_before_anything_trains(dag) -> 
     and only once today's partition has passed validation."""
     scoring = dag.get_task("score_previous_day")
     assert "validate" in scoring.get_flat_relative_ids(upstream=True)
-    for name in TRAINING | {"evaluate", "promote"}:
+    for name in TRAINING | {"guard", "evaluate", "promote"}:
         assert "score_previous_day" in dag.get_task(name).get_flat_relative_ids(upstream=True), name
 
 
@@ -86,7 +87,7 @@ def test_operational_settings(dag) -> None:
 
     assert isinstance(tasks["train_comparison"], MappedOperator)
     assert tasks["train_comparison"].retries >= 1
-    assert tasks["evaluate"].trigger_rule == "none_failed"  # runs when no comparison model is due
+    assert tasks["guard"].trigger_rule == "none_failed"  # runs when no comparison model is due
     assert tasks["train_comparison"].queue == tasks["teacher_refresh"].queue  # the train queue
     outlets = {a.name for t in dag.tasks for a in t.outlets}
     assert {"ecat.lake.target", "ecat.models.student", "ecat.reports.metrics"} <= outlets

@@ -47,7 +47,7 @@ CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "stu
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
 TASKS = ("check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select",
-         "domain_reweight", "teacher_refresh", "student_distill", "train_baselines", "evaluate", "promote")
+         "domain_reweight", "teacher_refresh", "student_distill", "train_baselines", "guard", "evaluate", "promote")
 STALL_HINT = " (a run that never starts after a clear is the apache/airflow#69658 stall)"
 
 

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
 TRAIN_TASKS = {"domain_reweight", "teacher_refresh", "student_distill", "train_comparison"}
 OTHER_TASKS = {"check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select", "plan_comparisons",
-               "evaluate", "promote"}
+               "guard", "evaluate", "promote"}
 AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                     "airflow-worker", "airflow-worker-train", "airflow-init"}
 SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET",

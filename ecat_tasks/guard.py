@@ -1,0 +1,113 @@
+"""guard: the negative-transfer guard -- which model the pipeline serves and promotes today.
+
+ECAT's transfer can hurt (a source that disagrees with the mini-app, a shifted day). Each day
+the guard compares ECAT's student with its fallbacks on the *validation* users only (never
+trained on, on any day; their target rows of the last ``guard_window_days`` days of the
+lookback window): ``teacher_finetune`` and the ECAT ablations (``no_kd``, ``no_graph``,
+``no_weights``) that trained *today* (a comparison model on a ``compare_every_days`` cadence
+that did not train today is not a candidate: it would serve a stale checkpoint).
+
+Simplest first (fewest ECAT components; ties in the order of ``FALLBACKS``), a more complex
+candidate replaces the current choice only when its paired-bootstrap AUC lift over it is ahead
+(the 95% interval over users excludes 0) or its point lift exceeds ``guard_margin``: near-ties
+go to the simpler model. ``models/served/ds=`` holds the decision (served model, reason, every
+comparison) in its manifest; evaluate puts it in the report and the MLflow tags, promote
+registers the served model's checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ecat_tasks.config import EcatConfig
+from ecat_tasks.inputs import validation_window
+from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
+from ecat_tasks.models.continual import load_model
+from ecat_tasks.report import model_dir
+from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, write_manifest
+
+log = logging.getLogger(__name__)
+
+SERVED_AREA = "served"
+# simplest first: the teacher fine-tuned on the target, ECAT without one component, ECAT
+FALLBACKS = ("teacher_finetune", "ecat_no_kd", "ecat_no_graph", "ecat_no_weights", "ecat")
+
+
+@dataclass
+class GuardDecision:
+    served: str
+    reason: str
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def fallback(self) -> bool:
+        return self.served != "ecat"
+
+
+def decide(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], margin: float,
+           n_resamples: int = 1000, seed: int = 0) -> GuardDecision:
+    """Pure decision over candidates given simplest first (``scores`` in that order, ECAT last)."""
+    names = list(scores)
+    if not names:
+        raise ValueError("the guard needs at least one candidate model")
+    metrics = {n: all_metrics(users, labels, s) for n, s in scores.items()}
+    if len(np.unique(labels)) < 2:
+        return GuardDecision("ecat" if "ecat" in scores else names[-1],
+                             "validation rows hold one label class: nothing to compare, ECAT served", [], metrics)
+    current = names[0]
+    comparisons = []
+    for challenger in names[1:]:
+        lift = paired_bootstrap_lift(users, labels, scores[challenger], scores[current], n_resamples, seed)["auc"]
+        switch = bool(lift["ahead"] or lift["lift"] > margin)
+        comparisons.append({"challenger": challenger, "incumbent": current, "auc_lift": lift["lift"],
+                            "lo": lift["lo"], "hi": lift["hi"], "switch": switch})
+        if switch:
+            current = challenger
+    steps = "; ".join(f"{c['challenger']} vs {c['incumbent']} {c['auc_lift']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]"
+                      f"{' -> switch' if c['switch'] else ' -> keep'}" for c in comparisons)
+    reason = f"{current} has the best validation AUC up to the margin {margin:.4f}" + (f" ({steps})" if steps else "")
+    return GuardDecision(current, reason, comparisons, metrics)
+
+
+def candidates(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
+    """The fallbacks configured and trained on ``ds``, simplest first, ECAT last."""
+    configured = {*cfg.baselines, *(f"ecat_{a}" for a in cfg.ablations), "ecat"}
+    return [n for n in FALLBACKS if n in configured and (model_dir(layout, n, ds) / MANIFEST).is_file()]
+
+
+def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
+    """Task entry point: decide today's served model; its manifest in ``models/served/ds=``."""
+    layout = layout or Layout()
+    t0 = time.perf_counter()
+    layout.require(model_dir(layout, "ecat", ds))
+    names = candidates(ds, cfg, layout)
+    frame = validation_window(ds, cfg, layout, cfg.guard_window_days) if cfg.guard_enabled else pd.DataFrame()
+    if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
+        why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else
+               "no validation rows in the window" if len(frame) == 0 else "no fallback trained today")
+        decision = GuardDecision("ecat", f"{why}: ECAT served", [], {})
+    else:
+        scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names}
+        decision = decide(frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, cfg.guard_margin,
+                          seed=cfg.seed)
+    out = layout.model(SERVED_AREA, ds)
+    clean_stale_tmp(out.parent)
+    with atomic_dir(out) as tmp:
+        write_manifest(tmp, "guard", ds, served=decision.served, fallback=decision.fallback, reason=decision.reason,
+                       checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
+                       comparisons=decision.comparisons, validation_rows=int(len(frame)),
+                       validation_metrics=decision.metrics, margin=cfg.guard_margin,
+                       window_days=cfg.guard_window_days)
+    secs = time.perf_counter() - t0
+    line = (f"guard ds={ds}: serving {decision.served}{' (FALLBACK: ECAT not served)' if decision.fallback else ''} -- "
+            f"{decision.reason}; {len(frame)} validation rows, candidates {', '.join(names)}; {out} in {secs:.1f}s")
+    (log.warning if decision.fallback else log.info)(line)
+    return {"ds": ds, "served": decision.served, "fallback": decision.fallback, "reason": decision.reason,
+            "path": str(out), "seconds": round(secs, 2)}
