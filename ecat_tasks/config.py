@@ -79,6 +79,7 @@ class EcatConfig:
     student_lr: float = _f(0.01, "Student and baselines learning rate (Adam).", minimum=1e-6, maximum=1.0)
     teacher_epochs: int = _f(3, "Teacher epochs per day (warm start).", minimum=1, maximum=50)
     student_epochs: int = _f(2, "Student epochs per day.", minimum=1, maximum=100)
+    student_target_epochs: int = _f(0, "Epochs on the target's training rows alone that close each student day (target specialisation, distillation still on); 0 = none.", minimum=0, maximum=20)
     batch_size: int = _f(256, "Mini-batch size.", minimum=16, maximum=131_072)
     shuffle_buffer_rows: int = _f(1_048_576, "Training reads the lake in blocks of this many rows and shuffles within a block (bounds memory); a phase that fits in one block is encoded once and shuffled whole each epoch.", minimum=1_024, maximum=100_000_000)
     student_init_from_teacher: bool = _f(True, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids.")

@@ -61,3 +61,33 @@ def test_warm_start_copies_only_new_rows() -> None:
         assert torch.equal(t.weight[: old[n]], before[n][: old[n]])  # the student's own rows stay
         ids = own.vocabs[n].ids[old[n] - 1:]
         assert torch.equal(t.weight[old[n]:], src.embedding.tables[n].weight[torch.from_numpy(enc.vocabs[n].lookup(ids))])
+
+
+def test_target_specialisation_closes_the_day_on_the_target_rows_alone(layout) -> None:
+    """student_target_epochs adds a closing phase over exactly the target's training rows
+    (no source row), and it changes the student; 0 leaves the one mixed phase."""
+    import json
+
+    from conftest import DAYS
+    from ecat_tasks.domain_reweight import domain_reweight
+    from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.models.training import CHECKPOINT
+    from ecat_tasks.storage import MANIFEST, file_sha256
+    from ecat_tasks.student_distill import student_distill
+    from ecat_tasks.teacher_refresh import teacher_refresh
+
+    ds = DAYS[0]
+    plain = tiny_config()
+    graph_select(ds, plain, layout)
+    domain_reweight(ds, plain, layout)
+    teacher_refresh(ds, plain, layout)
+    runs = {}
+    for epochs in (0, 1):
+        student_distill(ds, tiny_config(student_target_epochs=epochs), layout)
+        path = layout.model("student", ds)
+        runs[epochs] = (json.loads((path / MANIFEST).read_text()), file_sha256(path / CHECKPOINT))
+    (m0, sha0), (m1, sha1) = runs[0], runs[1]
+    assert [p["name"] for p in m0["phases"]] == ["target+source"]
+    assert [(p["name"], p["epochs"]) for p in m1["phases"]] == [("target+source", 1), ("target_only", 1)]
+    assert m1["phases"][1]["rows"] == m1["target_rows"] < m1["phases"][0]["rows"]
+    assert sha0 != sha1

@@ -30,6 +30,19 @@ def student_arch(cfg: EcatConfig) -> dict[str, Any]:
     return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.student_hidden)}
 
 
+def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> list[Phase]:
+    """Target plus weighted source, then ``student_target_epochs`` on the target rows alone.
+
+    The source outweighs the target by one or two orders of magnitude in rows, so the mixed
+    phase pulls the student towards the source's base rate and tastes; the closing target-only
+    phase (distillation still on) specialises it to the mini-app it serves.
+    """
+    phases = [Phase([target_train, candidates], cfg.student_epochs, name="target+source")]
+    if cfg.student_target_epochs > 0:
+        phases.append(Phase([target_train], cfg.student_target_epochs, name="target_only"))
+    return phases
+
+
 def train_student(
     name: str,
     ds: str,
@@ -76,7 +89,7 @@ def train_student(
 
     return fit_day(
         name, ds, cfg, layout,
-        phases=[Phase([target_train, candidates], cfg.student_epochs, name="target+source")],
+        phases=student_phases(target_train, candidates, cfg),
         arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=validation,
         extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
         embedding_init=teacher if cfg.student_init_from_teacher else None,
