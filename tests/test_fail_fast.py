@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
+import pyarrow as pa
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -17,7 +18,9 @@ from conftest import DAYS, tiny_config
 from ecat_tasks import airflow_edge
 from ecat_tasks.airflow_edge import on_failure, run_step
 from ecat_tasks.errors import ConfigError, PermanentError
-from ecat_tasks.extract import EmptyTargetError, SchemaError, WarehouseQueryError, extract, is_transient, rows_landed
+from ecat_tasks.extract import EmptyTargetError, SchemaError, _conform, extract, is_transient, rows_landed
+from ecat_tasks.features import CONTRACT_SCHEMA
+from ecat_tasks.spec import SpecError
 from ecat_tasks.storage import Layout
 from ecat_tasks.validate import ValidationFailed
 
@@ -29,31 +32,39 @@ def wh(tmp_path: Path, warehouse: Path) -> Path:
     return copy
 
 
-def test_wrong_column_type_names_column_day_rows_and_examples(tmp_path: Path, wh: Path) -> None:
+def test_wrong_column_type_is_refused_by_the_spec_check_before_anything_is_written(tmp_path: Path, wh: Path) -> None:
     with duckdb.connect(str(wh)) as con:
         con.execute("ALTER TABLE samples ALTER user_id TYPE VARCHAR")
-        con.execute("UPDATE samples SET user_id = 'u-' || user_id WHERE ds = CAST(? AS DATE) "
-                    "AND scenario = 'mini_app' AND hash(sample_id) % 4 = 0", [DAYS[0]])
-        bad = con.execute("SELECT count(*) FROM samples WHERE user_id LIKE 'u-%'").fetchone()[0]
-        with pytest.raises(SchemaError) as err:
-            extract(con, DAYS[0], tiny_config(lookback_days=1, extract_batch_rows=1_000_000), Layout(tmp_path / "h"))
-    msg = str(err.value)
-    assert "'user_id'" in msg and f"ds={DAYS[0]}" in msg and f"{bad} of " in msg and "'u-" in msg, msg
+        with pytest.raises(SpecError, match=r"column 'user_id' .*has type VARCHAR, expected integer") as err:
+            extract(con, DAYS[0], tiny_config(lookback_days=1), Layout(tmp_path / "h"))
     assert isinstance(err.value, PermanentError)
+    assert not (tmp_path / "h" / "staging").exists() or not any((tmp_path / "h" / "staging").iterdir())
+
+
+def test_uncastable_values_name_column_day_rows_and_examples() -> None:
+    """Past the spec check (a type the spec accepts), values that do not cast still name column, day, rows, examples."""
+    batch = pa.Table.from_pylist([{**{f.name: None for f in CONTRACT_SCHEMA}, "user_id": v}
+                                  for v in ("7", "u-1", "u-2", "8")]).to_batches()[0]
+    batch = batch.cast(pa.schema([pa.field(f.name, pa.string() if f.name == "user_id" else f.type) for f in CONTRACT_SCHEMA]))
+    with pytest.raises(SchemaError) as err:
+        _conform(batch, DAYS[0])
+    msg = str(err.value)
+    assert "'user_id'" in msg and f"ds={DAYS[0]}" in msg and "2 of 4 rows" in msg and "'u-1'" in msg, msg
 
 
 def test_missing_column_is_a_clear_message(tmp_path: Path, wh: Path) -> None:
     with duckdb.connect(str(wh)) as con:
         con.execute("ALTER TABLE samples DROP COLUMN item_price")
-        with pytest.raises(SchemaError, match=rf"no column\(s\) \['item_price'\] on ds={DAYS[0]}"):
+        with pytest.raises(SpecError, match=r"missing column 'item_price'"):
             extract(con, DAYS[0], tiny_config(lookback_days=1), Layout(tmp_path / "h"))
 
 
-def test_other_query_errors_are_permanent_and_lock_errors_are_not(tmp_path: Path, wh: Path) -> None:
+def test_missing_table_is_permanent_and_lock_errors_are_not(tmp_path: Path, wh: Path) -> None:
     with duckdb.connect(str(wh)) as con:
         con.execute("ALTER TABLE samples RENAME TO samples_old")
-        with pytest.raises(WarehouseQueryError, match=f"ds={DAYS[0]}.*CatalogException"):
+        with pytest.raises(SpecError, match="table 'samples' does not exist") as err:
             extract(con, DAYS[0], tiny_config(lookback_days=1), Layout(tmp_path / "h"))
+    assert isinstance(err.value, PermanentError)
     holder = duckdb.connect(str(wh))  # a loader holds the file's write lock
     try:
         code = f"import duckdb; duckdb.connect({str(wh)!r})"

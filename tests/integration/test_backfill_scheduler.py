@@ -46,8 +46,10 @@ CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "stu
         "reweight_epochs": 1, "batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
+# one train_comparison (mapped) per comparison model of CONF: target_only
 TASKS = ("check_conf", "wait_for_data", "extract", "validate", "score_previous_day", "graph_select",
-         "domain_reweight", "teacher_refresh", "student_distill", "train_baselines", "guard", "evaluate", "promote")
+         "domain_reweight", "teacher_refresh", "student_distill", "plan_comparisons", "train_comparison",
+         "guard", "evaluate", "promote")
 STALL_HINT = " (a run that never starts after a clear is the apache/airflow#69658 stall)"
 
 
@@ -112,7 +114,7 @@ def assert_cleared(stack: AirflowStack, before: dict[tuple[str, str], int]) -> N
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     # Two task slots, as on a worker: the DAG's branches (graph_select/domain_reweight next to
-    # teacher_refresh, student_distill next to train_baselines) run side by side.
+    # teacher_refresh, student_distill next to train_comparison) run side by side.
     stack = AirflowStack(tmp_path_factory.mktemp("backfill"), parallelism=2)
     stack.seed_warehouse(D1, len(DAYS), ROWS)
     stack.migrate()
