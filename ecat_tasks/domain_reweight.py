@@ -1,14 +1,9 @@
-"""domain_reweight: fine sample transfer with an adversarial domain classifier (DANN).
+"""domain_reweight: fine sample transfer, the day's importance weights of the graph candidates.
 
-An encoder shared by a task head (the label) and a domain head behind gradient reversal is
-trained on target-train rows (domain 1) and graph candidates (domain 0). The reversal keeps
-the encoder from leaning on domain differences that do not matter for the label, so the
-domain head's p = P(target | x, y) measures task-relevant target-likeness; reading the label
-too makes p/(1-p) the joint ratio p_T(x,y)/p_S(x,y), which also catches source scenarios whose
-labels disagree with the target's. Each candidate gets
-w = clip(c * p / (1 - p), 0, w_max), c making the mean kept weight 1; candidates with w below
-``weight_threshold`` are dropped. The classifier and the weights are
-:mod:`ecat_tasks.models.reweighting` (shared with train_baselines' "no graph" ablation).
+The method (a domain classifier behind gradient reversal reading (x, y), clipped and
+normalised density-ratio weights, dropping below ``weight_threshold``) lives in
+:mod:`ecat_tasks.models.reweighting`, shared with the "no graph" ablation; this step reads the
+day's inputs, runs it, publishes ``selection/weights/ds=`` and logs the summary line.
 """
 
 from __future__ import annotations
