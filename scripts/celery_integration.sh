@@ -391,8 +391,8 @@ while IFS=$'\t' read -r task state queue host; do
 done < <(psql_q airflow "SELECT task_id, state, queue, hostname FROM task_instance
                          WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' ORDER BY start_date")
 # check_conf, wait_for_data, extract, validate, score_previous_day, graph_select, domain_reweight, teacher_refresh,
-# student_distill, plan_comparisons, one train_comparison per comparison model (3), evaluate, promote
-[ "$n_tasks" -eq 15 ] || { say "expected 15 task instances, found $n_tasks"; errors=$((errors + 1)); }
+# student_distill, plan_comparisons, one train_comparison per comparison model (3), guard, evaluate, promote
+[ "$n_tasks" -eq 16 ] || { say "expected 16 task instances, found $n_tasks"; errors=$((errors + 1)); }
 say "comparison models (one mapped task each): map index, model, host, start, end"
 psql_q airflow "SELECT map_index, rendered_map_index, hostname, start_date, end_date FROM task_instance
                 WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' AND task_id = 'train_comparison' ORDER BY map_index"
