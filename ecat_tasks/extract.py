@@ -75,24 +75,6 @@ def _missing_columns_message(missing: list[str], ds: str) -> str:
             f"fix the warehouse load (or the contract); retrying cannot help")
 
 
-def _check_columns(connection: Any, ds: str) -> None:
-    """Name the contract columns the warehouse table lacks, before any query that would need them."""
-    sql, bound = bind(load_sql("samples_columns"), {}, paramstyle_of(connection))
-    if type(connection).__module__.startswith("duckdb"):
-        description = connection.execute(sql, bound).description
-    else:
-        cursor = connection.cursor()
-        try:
-            cursor.execute(sql, bound)
-            description = cursor.description
-        finally:
-            cursor.close()
-    present = {d[0] for d in description}
-    missing = [name for name in CONTRACT_SCHEMA.names if name not in present]
-    if missing:
-        raise SchemaError(_missing_columns_message(missing, ds))
-
-
 def _uncastable(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, list[Any]]:
     """(rows, a few example values) of ``column`` that cannot be read as ``target``."""
     bad = []
@@ -204,7 +186,6 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
         # The feature spec's check first: every missing column, wrong type and unknown label at
         # once, before anything is written (a SpecError is a DataError: no retries).
         require_warehouse(demo_spec(), connection, cfg.label, (shift_ds(ds, -(cfg.lookback_days - 1)), ds))
-        _check_columns(connection, ds)
         counts[ds] = extract_day(connection, ds, cfg, layout)
         for day in days[1:]:
             try:
