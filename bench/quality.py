@@ -260,7 +260,8 @@ def run_seed(args: argparse.Namespace, seed: int, conf_base: dict[str, Any]) -> 
         per_day = day_metrics(ecat_home, scored)
         means = seed_means(per_day)
         secs = time.perf_counter() - t0
-        log.info("seed %d done in %.0fs: ECAT next-day AUC %.4f", seed, secs, means["next_day"]["ecat"]["auc"])
+        log.info("seed %d done in %.0fs: served (ECAT or its guard's fallback) next-day AUC %.4f", seed, secs,
+                 means["next_day"][method_of(means["next_day"])]["auc"])
         run = {"seed": seed, "seconds": round(secs, 1), "data": stats, **means, "per_day": per_day, "home": str(root)}
         return run, scored
     finally:
@@ -286,7 +287,8 @@ def _ms(xs: Sequence[float], digits: int = 4) -> str:
 def lift_of(runs: list[dict[str, Any]], model: str, metric: str, pooled: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """ECAT's lift over ``model`` (positive = ECAT better): the pooled interval and each seed's lift."""
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
-    per_seed = [sign * (r["next_day"]["ecat"][metric] - r["next_day"][model][metric]) for r in runs]
+    method = method_of(runs[0]["next_day"])
+    per_seed = [sign * (r["next_day"][method][metric] - r["next_day"][model][metric]) for r in runs]
     p = pooled[metric]
     if p["ahead"] and all(d > 0 for d in per_seed):
         verdict = "ECAT ahead"
@@ -303,24 +305,32 @@ def lifts(runs: list[dict[str, Any]], scored: list[list[dict[str, Any]]], n_resa
 
     out = {}
     for model in model_order(runs[0]["next_day"]):
-        if model == "ecat":
+        method = method_of(runs[0]["next_day"])
+        if model == method:
             continue
-        groups = [(d["users"], d["labels"], d["scores"]["ecat"], d["scores"][model]) for seed_days in scored for d in seed_days]
+        groups = [(d["users"], d["labels"], d["scores"][method], d["scores"][model]) for seed_days in scored for d in seed_days]
         pooled = pooled_bootstrap_lift(groups, n_resamples=n_resamples, seed=0)
         out[model] = {k: lift_of(runs, model, k, pooled) for k in METRICS}
     return out
 
 
+def method_of(models: Sequence[str]) -> str:
+    """The model the pipeline serves: the guard's choice (``served``) where it ran, else ECAT's student."""
+    return "served" if "served" in models else "ecat"
+
+
 def model_order(models: Sequence[str]) -> list[str]:
     from ecat_tasks.config import ABLATIONS, BASELINES
 
-    preferred = ["ecat", "teacher", *BASELINES, *[f"ecat_{a}" for a in ABLATIONS]]
+    preferred = ["served", "ecat", "teacher", *BASELINES, *[f"ecat_{a}" for a in ABLATIONS]]
     return [m for m in preferred if m in models] + sorted(set(models) - set(preferred))
 
 
 def kind_of(model: str) -> str:
+    if model == "served":
+        return "method (served: ECAT or the guard's fallback)"
     if model == "ecat":
-        return "method"
+        return "ECAT student"
     if model == "teacher":
         return "teacher"
     return "ablation" if model.startswith("ecat_") else "baseline"
@@ -332,10 +342,10 @@ def tables(runs: list[dict[str, Any]], lift: dict[str, dict[str, Any]], n_resamp
              "| cold-start logloss |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in models:
         cells = [_ms([r[view][m][k] for r in runs]) for view in VIEWS for k in METRICS]
-        name = f"**{m}**" if m == "ecat" else m
+        name = f"**{m}**" if m == method_of(models) else m
         lines.append(f"| {name} | {kind_of(m)} | " + " | ".join(cells) + " |")
     n = len(runs)
-    lines += ["", f"ECAT's next-day lift over each model: point lift, pooled 95% paired-bootstrap interval over users "
+    lines += ["", f"The served model's next-day lift over each model (the served model is ECAT or, where the guard chose it, a fallback): point lift, pooled 95% paired-bootstrap interval over users "
               f"({n_resamples:,} resamples, every seed's days pooled), seeds where ECAT is better, verdict "
               "(ahead/behind: the interval excludes 0 and every seed agrees). Logloss lift = model − ECAT, so "
               "positive is ECAT better.", "",
@@ -343,7 +353,7 @@ def tables(runs: list[dict[str, Any]], lift: dict[str, dict[str, Any]], n_resamp
               "| Δlogloss [95% CI] | seeds | logloss verdict |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in models:
-        if m == "ecat":
+        if m == method_of(models):
             continue
         cells = [f"{x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] | {x['wins']}/{n} | {x['verdict']}"
                  for x in (lift[m][k] for k in METRICS)]
