@@ -160,6 +160,7 @@ def run_direct(days: list[str], conf: dict[str, Any], ecat_home: Path, warehouse
     from ecat_tasks.evaluate import evaluate
     from ecat_tasks.extract import extract
     from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.guard import guard
     from ecat_tasks.score_previous_day import score_previous_day
     from ecat_tasks.student_distill import student_distill
     from ecat_tasks.storage import Layout
@@ -180,6 +181,7 @@ def run_direct(days: list[str], conf: dict[str, Any], ecat_home: Path, warehouse
         teacher_refresh(ds, cfg, layout)
         student_distill(ds, cfg, layout)
         train_baselines(ds, cfg, layout)
+        guard(ds, cfg, layout)
         evaluate(ds, cfg, layout)
         log.info("  ds=%s: steps done in %.0fs", ds, time.perf_counter() - t0)
 
@@ -196,6 +198,7 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
     equal ours: the benchmark reports what the pipeline measures, nothing of its own.
     """
     from ecat_tasks.config import EcatConfig
+    from ecat_tasks.inputs import served_decision
     from ecat_tasks.metrics import auc
     from ecat_tasks.report import scorable_models
     from ecat_tasks.storage import Layout
@@ -212,7 +215,11 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
             if pipeline and not math.isclose(pipeline["auc"], auc(labels, s), abs_tol=1e-6):
                 raise RuntimeError(f"{model} ds={ds}: next-day AUC {auc(labels, s):.6f} here, "
                                    f"{pipeline['auc']:.6f} in metrics.json: the benchmark scores differently")
-        out.append({"ds": ds, "scored_ds": nxt, "users": users, "labels": labels, "scores": scores})
+        guard = served_decision(ds, layout)
+        if guard is not None:  # the served model is one of those scored: the guard's choice of the day
+            scores["served"] = scores[guard["served"]]
+        out.append({"ds": ds, "scored_ds": nxt, "users": users, "labels": labels, "scores": scores,
+                    "served": guard["served"] if guard is not None else None})
     return out
 
 
@@ -225,7 +232,8 @@ def day_metrics(ecat_home: Path, scored: list[dict[str, Any]]) -> dict[str, dict
         reported = json.loads((ecat_home / "reports" / f"ds={day['ds']}" / "metrics.json").read_text())["models"]
         out[day["ds"]] = {
             model: {"next_day": {k: v for k, v in all_metrics(day["users"], day["labels"], s).items() if k in METRICS},
-                    "cold_start": {k: float(reported[model]["holdout"][k]) for k in METRICS}}
+                    "cold_start": {k: float(reported[day["served"] if model == "served" else model]["holdout"][k])
+                                   for k in METRICS}}
             for model, s in day["scores"].items()
         }
     return out
