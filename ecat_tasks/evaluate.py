@@ -19,7 +19,9 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import eval_sets, served_decision
 from ecat_tasks.metrics import all_metrics
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import METRICS_FILE, guard_tags, checkpoint_checksum, model_dir, newest_checkpoint_day, read_report, write_report
+from ecat_tasks.report import (
+    METRICS_FILE, checkpoint_checksum, guard_tags, model_dir, model_kind, newest_checkpoint_day, read_report, write_report,
+)
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import log_model_metrics
 
@@ -59,9 +61,10 @@ def guard_summary(ds: str, layout: Layout) -> dict[str, Any]:
     """The guard's decision for ``ds`` (served model, fallback, reason); ECAT when the guard did not run."""
     m = served_decision(ds, layout)
     if m is None:
-        return {"served": "ecat", "fallback": False, "reason": "the guard did not run for this ds: ECAT served"}
-    return {"served": m["served"], "fallback": bool(m["fallback"]), "reason": m["reason"],
-            "comparisons": m.get("comparisons", []), "validation_rows": m.get("validation_rows")}
+        return {"served": "ecat", "kind": "ECAT", "fallback": False, "reason": "the guard did not run for this ds: ECAT served"}
+    return {"served": m["served"], "kind": model_kind(m["served"]), "fallback": bool(m["fallback"]), "reason": m["reason"],
+            "comparisons": m.get("comparisons", []), "excluded": m.get("excluded", {}),
+            "validation_rows": m.get("validation_rows")}
 
 
 def carry_over(old: dict[str, Any] | None, report: dict[str, Any]) -> list[str]:
@@ -101,9 +104,13 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
         "auc_lift": ecat["auc"] - metrics[best]["validation"]["auc"] if best else float("nan"),
         "gauc_lift": ecat["gauc"] - metrics[best]["validation"]["gauc"] if best else float("nan"),
     }
+    guard = guard_summary(ds, layout)
+    served_auc = metrics.get(guard["served"], {}).get("validation", {}).get("auc", float("nan"))
+    lift |= {"served": guard["served"], "served_auc": served_auc,
+             "served_auc_lift": served_auc - lift["best_baseline_auc"] if best else float("nan")}
     report = {"ds": ds, "label": cfg.label, "models": metrics, "summary": lift, "parameters": cfg.to_dict(),
               "checkpoints": {m: checkpoint_checksum(layout, m, trained.get(m) or ds) for m in metrics},
-              "comparison_trained_ds": trained, "guard": guard_summary(ds, layout)}
+              "comparison_trained_ds": trained, "guard": guard}
     stale = carry_over(read_report(layout, ds), report)
     if stale:
         log.warning("evaluate ds=%s: the next-day scores of %s were computed on checkpoints this rerun replaced: "
@@ -112,7 +119,7 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     for model, sets in metrics.items():
         flat = {f"{s}_{k}": v for s, m in sets.items() for k, v in m.items()}
         log_model_metrics(cfg, layout.root, ds, model, flat, {"label": cfg.label, "seed": cfg.seed},
-                          tags=guard_tags(report["guard"]) if model in ("ecat", report["guard"]["served"]) else None)
+                          tags=guard_tags(guard) if model in ("ecat", guard["served"]) else None)
     prev = read_report(layout, shift_ds(ds, -1))
     prev_auc = (prev or {}).get("models", {}).get("ecat", {}).get("validation", {}).get("auc")
     if prev_auc is not None and ecat["auc"] < prev_auc - 0.02:
@@ -122,10 +129,11 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     secs = time.perf_counter() - t0
     log.info(
         "evaluate ds=%s: %d models; validation (%d rows): ECAT AUC %.4f GAUC %.4f, best baseline %s AUC %.4f, "
-        "lift AUC %+.4f GAUC %+.4f; served %s%s; cold-start holdout (%d rows): ECAT AUC %.4f; comparison models not trained "
+        "lift AUC %+.4f GAUC %+.4f; served %s (%s%s) AUC %.4f, %+.4f over the best baseline; cold-start holdout (%d rows): ECAT AUC %.4f; comparison models not trained "
         "today: %s%s; report %s in %.1fs",
         ds, len(metrics), ecat["rows"], ecat["auc"], ecat["gauc"], best, lift["best_baseline_auc"], lift["auc_lift"],
-        lift["gauc_lift"], report["guard"]["served"], " (guard FALLBACK)" if report["guard"]["fallback"] else "", hold["rows"], hold["auc"],
+        lift["gauc_lift"], guard["served"], guard["kind"], ", guard FALLBACK" if guard["fallback"] else "", served_auc,
+        lift["served_auc_lift"], hold["rows"], hold["auc"],
         ", ".join(f"{m} (last {d or 'never'})" for m, d in trained.items() if d != ds) or "none",
         "; next-day scores kept" if "next_day" in report else "", out_dir / "report.html", secs,
     )

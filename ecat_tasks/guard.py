@@ -1,18 +1,23 @@
 """guard: the negative-transfer guard -- which model the pipeline serves and promotes today.
 
 ECAT's transfer can hurt (a source that disagrees with the mini-app, a shifted day). Each day
-the guard compares ECAT's student with its fallbacks on the *validation* users only (never
-trained on, on any day; their target rows of the last ``guard_window_days`` days of the
-lookback window): ``teacher_finetune`` and the ECAT ablations (``no_kd``, ``no_graph``,
-``no_weights``) that trained *today* (a comparison model on a ``compare_every_days`` cadence
-that did not train today is not a candidate: it would serve a stale checkpoint).
+the guard compares ECAT's student with every comparison model that trained *today* -- the
+configured baselines, the teacher of the day and the ECAT ablations -- on the *validation*
+users only (never trained on, on any day; their target rows of the last ``guard_window_days``
+days of the lookback window). A comparison model on a ``compare_every_days`` cadence that did
+not train today is not a candidate: it would serve a stale checkpoint.
 
-Simplest first (fewest ECAT components; ties in the order of ``FALLBACKS``), a more complex
-candidate replaces the current choice only when its paired-bootstrap AUC lift over it is ahead
-(the 95% interval over users excludes 0) or its point lift exceeds ``guard_margin``: near-ties
-go to the simpler model. ``models/served/ds=`` holds the decision (served model, reason, every
-comparison) in its manifest; evaluate puts it in the report and the MLflow tags, promote
-registers the served model's checkpoint.
+Simplest first (``CANDIDATES``: target-only, the source-using baselines, the teacher, the
+teacher fine-tuned, ECAT without one component, ECAT last), a more complex candidate replaces
+the current choice only when its paired-bootstrap AUC lift over it is ahead (the 95% interval
+over users excludes 0) or its point lift exceeds ``guard_margin``. The current choice's AUC
+never decreases along the way, and every candidate that did not replace it scored at most
+``guard_margin`` above it, so the served model trails the best candidate (every baseline
+included) by at most ``guard_margin`` in validation AUC; near-ties go to the simpler model.
+A candidate with non-finite or constant scores is left out, with its reason.
+``models/served/ds=`` holds the decision (served model, reason, every comparison) in its
+manifest; evaluate puts it in the report and the MLflow tags, promote registers the served
+model's checkpoint.
 """
 
 from __future__ import annotations
@@ -29,14 +34,16 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import validation_window
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import model_dir
+from ecat_tasks.report import model_dir, model_kind
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, write_manifest
 
 log = logging.getLogger(__name__)
 
 SERVED_AREA = "served"
-# simplest first: the teacher fine-tuned on the target, ECAT without one component, ECAT
-FALLBACKS = ("teacher_finetune", "ecat_no_kd", "ecat_no_graph", "ecat_no_weights", "ecat")
+# simplest first: target rows only; target plus source (unweighted, with the scenario, pre-train then
+# fine-tune, multi-scenario); the teacher, then fine-tuned on the target; ECAT without one component; ECAT
+CANDIDATES = ("target_only", "mixed", "mixed_scenario", "finetune", "star", "teacher", "teacher_finetune",
+              "ecat_no_kd", "ecat_no_graph", "ecat_no_weights", "ecat_no_teacher_init", "ecat_fixed_kd", "ecat")
 
 
 @dataclass
@@ -45,10 +52,22 @@ class GuardDecision:
     reason: str
     comparisons: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)  # candidate -> why it could not be compared
 
     @property
     def fallback(self) -> bool:
         return self.served != "ecat"
+
+
+def unusable(scores: np.ndarray, metrics: dict[str, float]) -> str | None:
+    """Why a candidate's validation scores cannot be compared (None when they can)."""
+    if not np.isfinite(scores).all():
+        return "non-finite scores"
+    if np.ptp(scores) == 0:
+        return "constant scores"
+    if not np.isfinite(metrics["auc"]):
+        return "undefined AUC"
+    return None
 
 
 def decide(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], margin: float,
@@ -57,13 +76,20 @@ def decide(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray],
     names = list(scores)
     if not names:
         raise ValueError("the guard needs at least one candidate model")
-    metrics = {n: all_metrics(users, labels, s) for n, s in scores.items()}
+    scores = {n: np.asarray(s, np.float64) for n, s in scores.items()}
+    metrics = {n: all_metrics(users, labels, np.nan_to_num(s, nan=0.5)) for n, s in scores.items()}
     if len(np.unique(labels)) < 2:
         return GuardDecision("ecat" if "ecat" in scores else names[-1],
                              "validation rows hold one label class: nothing to compare, ECAT served", [], metrics)
-    current = names[0]
+    excluded = {n: why for n in names if (why := unusable(scores[n], metrics[n])) is not None}
+    left = [n for n in names if n not in excluded]
+    dropped = "; left out: " + ", ".join(f"{n} ({why})" for n, why in excluded.items()) if excluded else ""
+    if not left:
+        return GuardDecision("ecat" if "ecat" in scores else names[-1],
+                             f"no candidate has a defined validation AUC: ECAT served{dropped}", [], metrics, excluded)
+    current = left[0]
     comparisons = []
-    for challenger in names[1:]:
+    for challenger in left[1:]:
         lift = paired_bootstrap_lift(users, labels, scores[challenger], scores[current], n_resamples, seed)["auc"]
         switch = bool(lift["ahead"] or lift["lift"] > margin)
         comparisons.append({"challenger": challenger, "incumbent": current, "auc_lift": lift["lift"],
@@ -72,14 +98,15 @@ def decide(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray],
             current = challenger
     steps = "; ".join(f"{c['challenger']} vs {c['incumbent']} {c['auc_lift']:+.4f} [{c['lo']:+.4f}, {c['hi']:+.4f}]"
                       f"{' -> switch' if c['switch'] else ' -> keep'}" for c in comparisons)
-    reason = f"{current} has the best validation AUC up to the margin {margin:.4f}" + (f" ({steps})" if steps else "")
-    return GuardDecision(current, reason, comparisons, metrics)
+    reason = (f"{current} has the best validation AUC ({metrics[current]['auc']:.4f}) up to the margin {margin:.4f}"
+              + (f" ({steps})" if steps else "") + dropped)
+    return GuardDecision(current, reason, comparisons, metrics, excluded)
 
 
 def candidates(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
-    """The fallbacks configured and trained on ``ds``, simplest first, ECAT last."""
-    configured = {*cfg.baselines, *(f"ecat_{a}" for a in cfg.ablations), "ecat"}
-    return [n for n in FALLBACKS if n in configured and (model_dir(layout, n, ds) / MANIFEST).is_file()]
+    """The candidates configured and trained on ``ds`` (baselines, the teacher, ablations), simplest first, ECAT last."""
+    configured = {*cfg.baselines, "teacher", *(f"ecat_{a}" for a in cfg.ablations), "ecat"}
+    return [n for n in CANDIDATES if n in configured and (model_dir(layout, n, ds) / MANIFEST).is_file()]
 
 
 def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
@@ -100,13 +127,15 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     out = layout.model(SERVED_AREA, ds)
     clean_stale_tmp(out.parent)
     with atomic_dir(out) as tmp:
-        write_manifest(tmp, "guard", ds, served=decision.served, fallback=decision.fallback, reason=decision.reason,
+        write_manifest(tmp, "guard", ds, served=decision.served, kind=model_kind(decision.served),
+                       fallback=decision.fallback, reason=decision.reason,
                        checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
-                       comparisons=decision.comparisons, validation_rows=int(len(frame)),
+                       excluded=decision.excluded, comparisons=decision.comparisons, validation_rows=int(len(frame)),
                        validation_metrics=decision.metrics, margin=cfg.guard_margin,
                        window_days=cfg.guard_window_days)
     secs = time.perf_counter() - t0
-    line = (f"guard ds={ds}: serving {decision.served}{' (FALLBACK: ECAT not served)' if decision.fallback else ''} -- "
+    fallback = f" ({model_kind(decision.served)}; FALLBACK: ECAT not served)" if decision.fallback else ""
+    line = (f"guard ds={ds}: serving {decision.served}{fallback} -- "
             f"{decision.reason}; {len(frame)} validation rows, candidates {', '.join(names)}; {out} in {secs:.1f}s")
     (log.warning if decision.fallback else log.info)(line)
     return {"ds": ds, "served": decision.served, "fallback": decision.fallback, "reason": decision.reason,

@@ -1,9 +1,11 @@
 """promote: the gate that moves the registry's ``champion`` alias to today's served model.
 
 The served model is the negative-transfer guard's choice (``report["guard"]``: ECAT's student,
-or a fallback when the transfer hurt on the validation slice); ECAT's student when the guard
-did not run. The gate reads the validation slice of ``ds`` and nothing else. The model passes when its
-validation AUC beats the target-only baseline's by more than ``promote_min_lift`` and trails
+or a fallback -- an ablation, a baseline or the teacher -- when the transfer did not pay on the
+validation slice); ECAT's student when the guard did not run. Its own checkpoint is registered.
+The gate reads the validation slice of ``ds`` and nothing else. The model passes when its
+validation AUC beats the target-only baseline's by more than ``promote_min_lift`` (unless it is
+target_only itself) and trails
 the current champion's AUC, scored on today's same validation slice, by no more than
 ``promote_tolerance``. A refusal is a normal outcome: the task succeeds, says why, and the
 alias stays where it was. Each promotion records the version it replaced
@@ -19,7 +21,7 @@ from typing import Any
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import eval_sets
 from ecat_tasks.metrics import auc
-from ecat_tasks.report import guard_tags, model_dir, read_report, write_report
+from ecat_tasks.report import guard_tags, model_dir, model_kind, read_report, write_report
 from ecat_tasks.storage import Layout
 from ecat_tasks.tracking import (
     ALIAS, RegistryError, champion_version, client, current_champion, register_model, score_version,
@@ -30,20 +32,24 @@ log = logging.getLogger(__name__)
 __all__ = ["ALIAS", "RegistryError", "current_champion", "gate", "promote"]
 
 
-def gate(student_auc: float, target_only_auc: float | None, champion_auc: float | None, cfg: EcatConfig) -> tuple[bool, str]:
-    """Pure decision: (passes, reason)."""
+def gate(student_auc: float, target_only_auc: float | None, champion_auc: float | None, cfg: EcatConfig,
+         served: str = "ecat") -> tuple[bool, str]:
+    """Pure decision on the served model's validation AUC: (passes, reason)."""
+    who = "student" if served == "ecat" else served
     if not math.isfinite(student_auc):
-        return False, "student validation AUC is undefined (constant predictions, or one label class in the validation slice)"
+        return False, f"{who} validation AUC is undefined (constant predictions, or one label class in the validation slice)"
     if target_only_auc is None:
         return False, "no target_only baseline metrics for this ds: the gate needs them (add 'target_only' to baselines)"
-    if not student_auc > target_only_auc + cfg.promote_min_lift:
-        return False, (f"student validation AUC {student_auc:.4f} does not beat target_only {target_only_auc:.4f} "
+    if served != "target_only" and not student_auc > target_only_auc + cfg.promote_min_lift:
+        return False, (f"{who} validation AUC {student_auc:.4f} does not beat target_only {target_only_auc:.4f} "
                        f"by more than {cfg.promote_min_lift:.4f}")
     if champion_auc is not None and student_auc < champion_auc - cfg.promote_tolerance:
-        return False, (f"student validation AUC {student_auc:.4f} trails the champion's {champion_auc:.4f} on today's "
+        return False, (f"{who} validation AUC {student_auc:.4f} trails the champion's {champion_auc:.4f} on today's "
                        f"validation slice by more than the tolerance {cfg.promote_tolerance:.4f}")
     vs = "no current champion" if champion_auc is None else f"champion {champion_auc:.4f}"
-    return True, f"student validation AUC {student_auc:.4f} beats target_only {target_only_auc:.4f}; {vs}"
+    if served == "target_only":  # the guard found nothing better than the model the gate measures against
+        return True, f"target_only validation AUC {student_auc:.4f} (served: no transfer model beat it); {vs}"
+    return True, f"{who} validation AUC {student_auc:.4f} beats target_only {target_only_auc:.4f}; {vs}"
 
 
 def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
@@ -67,9 +73,9 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
     validation = eval_sets(ds, cfg, layout)["validation"]
     champ_auc = (auc(validation[cfg.label].to_numpy(), score_version(cfg, layout.root, champ_v, validation))
                  if champ is not None else None)
-    passes, reason = gate(student_auc, target_only, champ_auc, cfg)
+    passes, reason = gate(student_auc, target_only, champ_auc, cfg, served)
     if served != "ecat":
-        reason = f"{served} (guard fallback): {reason}"
+        reason = f"{served} ({model_kind(served)}, guard fallback): {reason}"
     decision: dict[str, Any] = {"promoted": passes, "reason": reason, "served": served,
                                 "checkpoint": report.get("checkpoints", {}).get(served),
                                 "replaced_version": None, "version": None,

@@ -52,9 +52,15 @@ def model_dir(layout: Layout, name: str, ds: str) -> Path:
     return layout.model(name, ds)
 
 
+def model_kind(name: str) -> str:
+    """What a reported model is: ``ECAT`` (the student), ``ablation``, ``teacher`` or ``baseline``."""
+    return "ECAT" if name == "ecat" else "ablation" if name.startswith("ecat_") else "teacher" if name == "teacher" else "baseline"
+
+
 def guard_tags(guard: dict[str, Any]) -> dict[str, str]:
     """MLflow tags of the guard's decision (ECAT's run, the served model's run, the registered version)."""
-    return {"served": str(guard["served"]), "guard_fallback": str(bool(guard["fallback"])).lower(),
+    return {"served": str(guard["served"]), "served_kind": model_kind(str(guard["served"])),
+            "guard_fallback": str(bool(guard["fallback"])).lower(),
             "guard_reason": str(guard["reason"])[:5000]}
 
 
@@ -192,7 +198,7 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
                         f"{html.escape(check['decision'].replace('_', ' ').upper())}: {html.escape(check['reason'])}</p>")
     guard = report.get("guard")
     if guard:
-        kind = "FALLBACK: ECAT not served" if guard.get("fallback") else "ECAT"
+        kind = f"{model_kind(str(guard['served']))}; FALLBACK: ECAT not served" if guard.get("fallback") else "ECAT"
         decision.append(f"<p><b>Served model: {html.escape(str(guard['served']))}</b> ({kind}; negative-transfer guard, "
                         f"validation slice): {html.escape(str(guard.get('reason', '')))}</p>")
     parts += decision or ["<p>No promotion decision recorded for this day yet.</p>"]

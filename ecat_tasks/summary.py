@@ -68,6 +68,22 @@ def metrics_table(layout: Layout) -> list[str]:
     return lines
 
 
+def served_table(layout: Layout) -> list[str]:
+    """Markdown rows: per day, the model the guard served (ECAT, an ablation, a baseline or the
+    teacher), its validation AUC (what the guard decided on) and its next-day scores."""
+    from ecat_tasks.report import model_kind
+
+    lines = ["| ds | served | kind | validation AUC | next-day AUC | next-day logloss | guard's reason |",
+             "|---|---|---|---|---|---|---|"]
+    for report in _reports(layout):
+        guard = report.get("guard") or {"served": "ecat", "reason": "the guard did not run"}
+        sets = report["models"].get(guard["served"], {})
+        lines.append(f"| {report['ds']} | {guard['served']} | {model_kind(guard['served'])} "
+                     f"| {_f(sets.get('validation'), 'auc')} | {_f(sets.get('next_day'), 'auc')} "
+                     f"| {_f(sets.get('next_day'), 'logloss')} | {guard['reason'].replace('|', '/')} |")
+    return lines
+
+
 def lift_table(layout: Layout) -> list[str]:
     """Markdown rows: ECAT's next-day lift over each model per day, as ``metrics.json`` holds it."""
     lines = ["| ds | vs model | ΔAUC [95%] | ΔGAUC [95%] | Δlogloss [95%] | AUC verdict |", "|---|---|---|---|---|---|"]
@@ -144,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
     out = [f"Outputs under {layout.root}: lake/, selection/, models/, reports/ (report.html per day), mlflow.db", "",
            "Next day (primary: the models of ds on every target row of the day after) and cold start (secondary: "
            "ds's held-out users)", "", *metrics_table(layout), "",
+           "Served model per day (the negative-transfer guard's choice on the validation slice)", "",
+           *served_table(layout), "",
            "ECAT's next-day lift over each model per day (paired bootstrap over users; logloss: model − ECAT, "
            "positive = ECAT better)", "", *lift_table(layout)]
     if not args.no_pooled:

@@ -31,6 +31,17 @@ def test_gate(cfg, student, target_only, champion, passes, why):
     assert ok is passes and why in reason
 
 
+def test_gate_of_a_served_baseline(cfg):
+    """The guard may serve target_only itself (nothing beat it): it is not measured against itself,
+    but the champion's tolerance still holds; another baseline must beat target_only like ECAT."""
+    assert gate(0.70, 0.70, None, cfg, served="target_only") == (
+        True, "target_only validation AUC 0.7000 (served: no transfer model beat it); no current champion")
+    ok, reason = gate(0.70, 0.70, 0.72, cfg, served="target_only")
+    assert not ok and reason.startswith("target_only validation AUC 0.7000 trails the champion's")
+    ok, reason = gate(0.69, 0.70, None, cfg, served="star")
+    assert not ok and reason.startswith("star validation AUC 0.6900 does not beat target_only")
+
+
 def train_day(ds, cfg, layout):
     graph_select(ds, cfg, layout)
     domain_reweight(ds, cfg, layout)

@@ -12,7 +12,7 @@ from conftest import DAYS
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
-from ecat_tasks.guard import candidates, decide, guard
+from ecat_tasks.guard import CANDIDATES, candidates, decide, guard
 from ecat_tasks.inputs import eval_sets, validation_window
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.promote import ALIAS, promote
@@ -36,18 +36,57 @@ def _sig(x):
     return 1 / (1 + np.exp(-x))
 
 
-def test_a_day_where_the_source_hurts_serves_the_fallback():
-    """ECAT's scores follow the source, whose preference is the target's reversed; the
-    target-tuned fallback follows the target: the guard must serve the fallback."""
+def _all_candidates(rng, taste, best="finetune"):
+    """Every candidate, simplest first: ECAT and its ablations follow the source, whose preference
+    is the target's reversed; the baselines and the teacher follow the target with more or less
+    noise; ``best`` follows it most closely."""
+    noise = lambda sd: rng.normal(0, sd, len(taste))  # noqa: E731
+    scores = {}
+    for name in CANDIDATES:
+        if name.startswith("ecat"):
+            scores[name] = _sig(-taste + noise(1))
+        elif name == best:
+            scores[name] = _sig(taste + noise(0.7))
+        else:
+            scores[name] = _sig(0.5 * taste + noise(1.5))
+    return scores
+
+
+def test_a_day_where_the_source_hurts_serves_the_best_baseline():
     rng, users, taste, labels = _day()
-    scores = {"teacher_finetune": _sig(taste + rng.normal(0, 1, len(taste))),
-              "ecat_no_kd": _sig(-0.5 * taste + rng.normal(0, 1, len(taste))),
-              "ecat": _sig(-taste + rng.normal(0, 1, len(taste)))}
+    scores = _all_candidates(rng, taste, best="finetune")
     d = decide(users, labels, scores, margin=0.002)
-    assert d.served == "teacher_finetune" and d.fallback
-    assert [c["switch"] for c in d.comparisons] == [False, False]
-    assert d.comparisons[-1]["hi"] < 0  # ECAT is behind beyond the interval
-    assert "teacher_finetune" in d.reason and "ecat vs teacher_finetune" in d.reason
+    assert d.served == "finetune" and d.fallback
+    ecat = next(c for c in d.comparisons if c["challenger"] == "ecat")
+    assert ecat["incumbent"] == "finetune" and ecat["hi"] < 0 and not ecat["switch"]  # behind beyond the interval
+    assert "finetune has the best validation AUC" in d.reason and "ecat vs finetune" in d.reason
+
+
+def test_the_served_model_never_trails_the_best_candidate_by_more_than_the_margin():
+    """Whatever the order of quality, the served model's validation AUC is within the margin of the best."""
+    for seed in range(6):
+        rng, users, taste, labels = _day(n_users=150, seed=seed)
+        scores = {n: _sig(rng.uniform(0.3, 0.6) * taste + rng.normal(0, 1, len(taste))) for n in CANDIDATES}
+        d = decide(users, labels, scores, margin=0.002, n_resamples=200)
+        best = max(m["auc"] for m in d.metrics.values())
+        assert d.metrics[d.served]["auc"] >= best - 0.002, (seed, d.reason)
+
+
+def test_the_teacher_is_a_candidate_and_can_be_served():
+    rng, users, taste, labels = _day(seed=3)
+    scores = _all_candidates(rng, taste, best="teacher")
+    d = decide(users, labels, scores, margin=0.002)
+    assert d.served == "teacher" and d.fallback
+
+
+def test_a_constant_candidate_is_left_out_with_its_reason():
+    rng, users, taste, labels = _day(seed=4)
+    scores = {"target_only": np.full(len(taste), 0.7), "mixed": _sig(taste + rng.normal(0, 1, len(taste))),
+              "ecat": _sig(-taste)}
+    d = decide(users, labels, scores, margin=0.002)
+    assert d.served == "mixed" and d.excluded == {"target_only": "constant scores"}
+    assert "left out: target_only (constant scores)" in d.reason
+    assert [c["incumbent"] for c in d.comparisons] == ["mixed"]
 
 
 def test_ecat_is_served_when_it_is_better():
@@ -67,6 +106,17 @@ def test_a_near_tie_goes_to_the_simpler_model():
     assert d.served == "teacher_finetune"
 
 
+def test_a_near_tie_between_baselines_goes_to_the_simpler_one():
+    """target_only and star rank almost alike; both beat ECAT: the simpler target_only is served."""
+    rng, users, taste, labels = _day(seed=5)
+    base = taste + rng.normal(0, 1, len(taste))
+    scores = {"target_only": _sig(base), "star": _sig(base + rng.normal(0, 0.01, len(base))),
+              "ecat": _sig(0.2 * taste + rng.normal(0, 1, len(base)))}
+    d = decide(users, labels, scores, margin=0.005)
+    assert abs(d.comparisons[0]["auc_lift"]) < 0.005 and not d.comparisons[0]["switch"]
+    assert d.served == "target_only" and d.fallback
+
+
 def test_one_label_class_serves_ecat_without_comparing():
     users, labels = np.arange(10), np.ones(10, int)
     d = decide(users, labels, {"teacher_finetune": np.linspace(0, 1, 10), "ecat": np.linspace(1, 0, 10)}, 0.002)
@@ -74,7 +124,7 @@ def test_one_label_class_serves_ecat_without_comparing():
 
 
 class _Reversed:
-    """ECAT's student on a day its transfer hurts: it ranks the validation rows backwards."""
+    """A model on a day its transfer hurts: it ranks the validation rows backwards."""
 
     def __init__(self, loaded):
         self.loaded = loaded
@@ -83,7 +133,10 @@ class _Reversed:
         return 1.0 - self.loaded.score(frame, label)
 
 
-def test_the_fallback_is_served_reported_tagged_and_promoted(layout, cfg, caplog, monkeypatch):
+def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog, monkeypatch):
+    """A day where every model but the teacher ranks backwards: the guard serves the teacher,
+    evaluate reports and tags it, promote registers the teacher's own checkpoint, and the
+    registered model scores the validation rows (same features) exactly as the teacher does."""
     cfg = cfg.replace(ablations=["no_kd"], baselines=["target_only"], promote_min_lift=-1.0)
     ds = DAYS[0]
     graph_select(ds, cfg, layout)
@@ -91,44 +144,54 @@ def test_the_fallback_is_served_reported_tagged_and_promoted(layout, cfg, caplog
     teacher_refresh(ds, cfg, layout)
     student_distill(ds, cfg, layout)
     train_baselines(ds, cfg, layout)
-    assert candidates(ds, cfg, layout) == ["ecat_no_kd", "ecat"]  # target_only is no fallback of ECAT
-    student = model_dir(layout, "ecat", ds)
+    assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat_no_kd", "ecat"]
+    teacher = model_dir(layout, "teacher", ds)
     real = guard_module.load_model
-    monkeypatch.setattr(guard_module, "load_model", lambda d: _Reversed(real(d)) if d == student else real(d))
+    monkeypatch.setattr(guard_module, "load_model", lambda d: real(d) if d == teacher else _Reversed(real(d)))
     with caplog.at_level(logging.INFO, logger="ecat_tasks"):
         out = guard(ds, cfg, layout)
-    assert out["served"] == "ecat_no_kd" and out["fallback"]
+    assert out["served"] == "teacher" and out["fallback"]
     manifest = json.loads((layout.model("served", ds) / MANIFEST).read_text())
-    assert manifest["served"] == "ecat_no_kd" and manifest["candidates"] == ["ecat_no_kd", "ecat"]
+    assert manifest["served"] == "teacher" and manifest["kind"] == "teacher"
+    assert manifest["candidates"] == ["target_only", "teacher", "ecat_no_kd", "ecat"]
+    assert manifest["checkpoint_dir"] == str(teacher)
     assert manifest["validation_rows"] == len(validation_window(ds, cfg, layout, cfg.guard_window_days)) > 0
-    assert manifest["comparisons"][0]["auc_lift"] < 0 and not manifest["comparisons"][0]["switch"]
+    assert [c["switch"] for c in manifest["comparisons"]] == [True, False, False]
     line = [r for r in caplog.records if r.getMessage().startswith(f"guard ds={ds}")]
-    assert line and line[0].levelname == "WARNING" and "serving ecat_no_kd (FALLBACK" in line[0].getMessage()
+    assert line and line[0].levelname == "WARNING" and "serving teacher (teacher; FALLBACK" in line[0].getMessage()
 
     evaluate(ds, cfg, layout)
     report = json.loads((layout.report(ds) / "metrics.json").read_text())
-    assert report["guard"]["served"] == "ecat_no_kd" and report["guard"]["reason"] == manifest["reason"]
-    assert "Served model: ecat_no_kd" in (layout.report(ds) / "report.html").read_text()
+    assert report["guard"]["served"] == "teacher" and report["guard"]["reason"] == manifest["reason"]
+    assert report["summary"]["served"] == "teacher"
+    assert report["summary"]["served_auc"] == report["models"]["teacher"]["validation"]["auc"]
+    assert "Served model: teacher</b> (teacher; FALLBACK" in (layout.report(ds) / "report.html").read_text()
     mc = client(cfg, layout.root)
     exp = mc.get_experiment_by_name(EXPERIMENT)
-    for model in ("ecat", "ecat_no_kd"):
+    for model in ("ecat", "teacher"):
         run = mc.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{ds}' and tags.model = '{model}'")[0]
-        assert run.data.tags["served"] == "ecat_no_kd" and run.data.tags["guard_fallback"] == "true"
+        assert run.data.tags["served"] == "teacher" and run.data.tags["guard_fallback"] == "true"
+        assert run.data.tags["served_kind"] == "teacher"
 
     result = promote(ds, cfg, layout)
-    assert result["promoted"] and result["served"] == "ecat_no_kd"
+    assert result["promoted"] and result["served"] == "teacher"
     validation = eval_sets(ds, cfg, layout)["validation"]
     registered = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@{ALIAS}")
-    expected = load_model(model_dir(layout, "ecat_no_kd", ds)).score(validation, cfg.label)
-    assert np.allclose(np.asarray(registered.predict(validation)), expected)  # the fallback's checkpoint
-    assert json.loads((layout.report(ds) / "metrics.json").read_text())["promotion"]["served"] == "ecat_no_kd"
+    expected = load_model(teacher).score(validation, cfg.label)
+    assert np.allclose(np.asarray(registered.predict(validation)), expected)  # the teacher's checkpoint
+    promotion = json.loads((layout.report(ds) / "metrics.json").read_text())["promotion"]
+    assert promotion["served"] == "teacher" and promotion["reason"].startswith("teacher (teacher, guard fallback)")
 
 
-def test_without_a_fallback_trained_today_ecat_is_served(layout, cfg):
+def test_a_comparison_model_not_trained_today_is_no_candidate(layout, cfg):
+    """target_only is configured but did not train today: only the teacher of the day and ECAT compete."""
     ds = DAYS[0]
     graph_select(ds, cfg, layout)
     domain_reweight(ds, cfg, layout)
     teacher_refresh(ds, cfg, layout)
     student_distill(ds, cfg, layout)
+    assert "target_only" in cfg.baselines and candidates(ds, cfg, layout) == ["teacher", "ecat"]
     out = guard(ds, cfg, layout)
-    assert out["served"] == "ecat" and not out["fallback"] and "no fallback trained today" in out["reason"]
+    manifest = json.loads((layout.model("served", ds) / MANIFEST).read_text())
+    assert out["served"] in ("teacher", "ecat") and manifest["candidates"] == ["teacher", "ecat"]
+    assert len(manifest["comparisons"]) == 1 and manifest["comparisons"][0]["challenger"] == "ecat"

@@ -34,6 +34,7 @@ def two_days(tmp_path):
                    "ecat": {"holdout": _m(0.66), "next_day": _m(0.63, auc_lo=0.61, auc_hi=0.65)}},
         "next_day": {"ds": "2026-03-02", "lift": {"target_only": both},
                      "checkpoints": {"ecat": "a1", "target_only": "b1"}},
+        "guard": {"served": "target_only", "fallback": True, "reason": "target_only has the best validation AUC"},
     })
     _write(layout, "2026-03-02", {  # the last day: no next day yet
         "ds": "2026-03-02", "label": "click",
@@ -92,3 +93,10 @@ def test_cli_prints_every_section(two_days, monkeypatch, capsys):
     summary.main(["--home", str(two_days.root), "--no-pooled"])
     out = capsys.readouterr().out
     assert "Next day (primary" in out and "| 2026-03-01 | target_only | +0.0200" in out and "pooled" not in out
+
+
+def test_served_table_names_the_guards_choice_whatever_it_is(two_days):
+    rows = summary.served_table(two_days)
+    assert rows[2] == ("| 2026-03-01 | target_only | baseline | - | 0.6100 | 0.6000 "
+                       "| target_only has the best validation AUC |")
+    assert rows[3].startswith("| 2026-03-02 | ecat | ECAT | - | - | - | the guard did not run |")
