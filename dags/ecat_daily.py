@@ -66,8 +66,8 @@ def ecat_daily() -> None:
         return run_step("check_conf", ds, params)
 
     @task.sensor(**DATA_WAIT)
-    def wait_for_data(_: dict, ds: str | None = None) -> Any:
-        return data_landed(ds)
+    def wait_for_data(_: dict, ds: str | None = None, params: dict | None = None) -> Any:
+        return data_landed(ds, params)
 
     @task(retries=3, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
     def extract(_: dict, ds: str | None = None, params: dict | None = None) -> dict:

@@ -55,6 +55,9 @@ HINTS = {
     "MissingPartitionError": "an upstream partition is missing: run or clear the task named in the message for this ds",
     "ValidationFailed": "the day's data broke an expectation: read the listed failures and the data docs; fix the load, then clear 'extract'",
     "EmptyTargetError": "no target rows for this day: check the warehouse load or the target_scenario param",
+    "SpecError": ("the warehouse table does not follow the feature spec (or the spec file is invalid): the message "
+                  "names each column; fix the table or the spec (python -m ecat_tasks.spec check SPEC --warehouse W), "
+                  "then clear the failed task"),
     "SpecError": ("the warehouse table does not follow the feature spec (every problem is named): fix the table or "
                   "the spec (python -m ecat_tasks.spec check), then clear 'extract'"),
     "SchemaError": "the warehouse table lacks a contract column or has values of the wrong type (named, with the day): fix the load, then clear 'extract'",
@@ -116,8 +119,9 @@ def run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> An
         raise fail_fast(exc) from exc
 
 
-def data_landed(ds: str) -> Any:
-    """One poke of ``wait_for_data``: done once the warehouse holds rows of ``ds``.
+def data_landed(ds: str, params: Mapping[str, Any] | None = None) -> Any:
+    """One poke of ``wait_for_data``: done once the warehouse table of the run's feature spec
+    holds rows of ``ds``.
 
     A connection or lock error counts as "not yet" (the sensor pokes again until its timeout);
     any other warehouse error fails at once.
@@ -125,12 +129,17 @@ def data_landed(ds: str) -> Any:
     from airflow.sdk import PokeReturnValue
 
     from ecat_tasks.extract import WarehouseQueryError, is_transient, rows_landed
+    from ecat_tasks.spec import spec_of
 
     _setup_logging()
     try:
+        spec = spec_of(config_from_params(params or {}))
+    except PermanentError as exc:
+        raise fail_fast(exc) from exc
+    try:
         connection = warehouse_connection()
         try:
-            rows = rows_landed(connection, ds)
+            rows = rows_landed(connection, ds, spec)
         finally:
             connection.close()
     except Exception as exc:
@@ -157,6 +166,8 @@ def _run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> d
             manifest = func(connection, ds, cfg)
         finally:
             connection.close()
+    elif step == "check_conf":
+        manifest = _check_conf(func, ds, cfg)
     else:
         manifest = func(ds, cfg, **kwargs)
     if step == "promote":
@@ -165,6 +176,21 @@ def _run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> d
         notify_oncall(f"ECAT ROLLBACK ds={ds}", f"ECAT ROLLBACK ds={ds}: {manifest.get('champion_reason')}", {"ds": ds})
     log.info("step %s ds=%s finished in %.1fs", step, ds, time.perf_counter() - t0)
     return manifest
+
+
+def _check_conf(func: Any, ds: str, cfg: EcatConfig) -> dict[str, Any]:
+    """check_conf with the warehouse when it answers (the spec's column check); without it when
+    it does not (extract, which has retries, checks again)."""
+    try:
+        connection = warehouse_connection()
+    except Exception as exc:  # noqa: BLE001 - an unreachable warehouse is wait_for_data's and extract's business
+        log.warning("check_conf ds=%s: no warehouse connection (%s: %s); the feature spec's table check is left to extract",
+                    ds, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "")
+        return func(ds, cfg)
+    try:
+        return func(ds, cfg, connection)
+    finally:
+        connection.close()
 
 
 def on_failure(context: Mapping[str, Any]) -> None:

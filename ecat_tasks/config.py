@@ -10,6 +10,7 @@ imports it at parse time.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import difflib
 import json
 import logging
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ecat_tasks.errors import ConfigError
+from ecat_tasks.errors import ConfigError, PermanentError
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ def _f(default: Any, doc: str, **schema: Any) -> Any:
 class EcatConfig:
     # --- data ---------------------------------------------------------------------------
     target_scenario: str = _f("mini_app", "Scenario value that is the target mini-app.", minLength=1, maxLength=64)
-    label: str = _f("click", "Label column that trains and evaluates.", enum=["click", "conversion"])
+    feature_spec: str = _f("", "Feature spec (YAML) naming the warehouse table, its columns and features; empty: ECAT_FEATURE_SPEC, else specs/demo.yaml. Relative paths are from the checkout.", maxLength=1024, pattern=r"^([^\x00]*\.ya?ml)?$")
+    label: str = _f("click", "Label that trains and evaluates (the feature spec must declare it).", enum=["click", "conversion"])
     lookback_days: int = _f(7, "Days of history for the graph and a teacher cold start.", minimum=1, maximum=60)
     holdout_pct: float = _f(0.2, "Share of target users (or samples) held out as the cold-start view (reported, never trained on, never decides).", minimum=0.05, maximum=0.5)
     validation_pct: float = _f(0.15, "Share of target users (or samples), disjoint from the holdout, that every decision reads (promotion, guards); never trained on.", minimum=0.05, maximum=0.4)
@@ -198,14 +200,37 @@ def param_schema(env: Mapping[str, str] | None = None) -> dict[str, dict[str, An
     return out
 
 
-def check_conf(ds: str, cfg: EcatConfig) -> dict[str, Any]:
+def check_conf(ds: str, cfg: EcatConfig, connection: Any = None) -> dict[str, Any]:
     """The run's first task: by now the params built ``cfg`` (an unknown or invalid key failed
-    at once, naming it); log what the run changes from the defaults."""
+    at once, naming it). Loads the feature spec ``cfg`` names and, given a warehouse
+    ``connection``, checks the table against it (every missing column, wrong type and unknown
+    label in one :class:`~ecat_tasks.spec.SpecError`, before anything is written); logs what
+    the run changes from the defaults.
+
+    A warehouse that cannot answer here (down, locked) is not this task's failure: extract,
+    which has retries, runs the same check first.
+    """
+    from ecat_tasks.spec import require_warehouse, spec_of
+
+    spec = spec_of(cfg)  # SpecError (a PermanentError) names the file, the key, the line
+    warehouse = "not checked (no connection)"
+    if connection is not None:
+        try:
+            start = (dt.date.fromisoformat(ds) - dt.timedelta(days=cfg.lookback_days - 1)).isoformat()
+            require_warehouse(spec, connection, cfg.label, (start, ds))
+            warehouse = "follows the spec"
+        except PermanentError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - extract checks again, with retries
+            warehouse = f"not checked ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); extract checks it"
+            log.warning("check_conf ds=%s: warehouse table %r %s", ds, spec.table, warehouse)
     defaults = EcatConfig.from_mapping(env={}).to_dict()
     changed = {k: v for k, v in cfg.to_dict().items() if v != defaults[k]}
-    log.info("check_conf ds=%s: %d params valid, %d differ from the defaults: %s", ds, len(defaults), len(changed),
-             json.dumps(changed, sort_keys=True))
-    return {"ds": ds, "changed": changed}
+    log.info("check_conf ds=%s: %d params valid, %d differ from the defaults: %s; feature spec %s (table %r, "
+             "%d sparse, %d dense, labels %s); warehouse %s", ds, len(defaults), len(changed),
+             json.dumps(changed, sort_keys=True), spec.path, spec.table, len(spec.all_sparse), len(spec.dense),
+             spec.label_names, warehouse)
+    return {"ds": ds, "changed": changed, "feature_spec": spec.summary(), "warehouse": warehouse}
 
 
 # --- locations ------------------------------------------------------------------------

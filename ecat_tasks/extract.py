@@ -21,9 +21,8 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import DataError, PermanentError
-from ecat_tasks.features import CONTRACT_SCHEMA
-from ecat_tasks.spec import demo_spec, require_warehouse
-from ecat_tasks.sql import bind, load_sql, paramstyle_of
+from ecat_tasks.spec import FeatureSpec, require_warehouse, spec_of, string_ids
+from ecat_tasks.sql import bind, paramstyle_of, render_sql
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, drop_partition, shift_ds, write_manifest
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,12 @@ def is_transient(exc: BaseException) -> bool:
     return any(k.__name__ in TRANSIENT for k in type(exc).__mro__)
 
 
-def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """Stream a query's rows as Arrow batches: DuckDB natively, any other DB-API by fetchmany."""
-    sql, bound = bind(load_sql(sql_name), params, paramstyle_of(connection))
+def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows: int,
+             spec: FeatureSpec) -> Iterator[pa.RecordBatch]:
+    """Stream a query's rows as Arrow batches: DuckDB natively, any other DB-API by fetchmany.
+
+    The query's identifiers (table, columns) are rendered from ``spec``; values stay bound."""
+    sql, bound = bind(render_sql(sql_name, spec), params, paramstyle_of(connection))
     if type(connection).__module__.startswith("duckdb"):
         reader = connection.execute(sql, bound).fetch_record_batch(batch_rows)
         for batch in reader:
@@ -70,9 +72,9 @@ def _batches(connection: Any, sql_name: str, params: dict[str, Any], batch_rows:
         cursor.close()
 
 
-def _missing_columns_message(missing: list[str], ds: str) -> str:
-    return (f"warehouse table samples has no column(s) {missing} on ds={ds}; the samples contract needs them: "
-            f"fix the warehouse load (or the contract); retrying cannot help")
+def _missing_columns_message(missing: list[str], ds: str, spec: FeatureSpec) -> str:
+    return (f"warehouse table {spec.table} has no column(s) {missing} on ds={ds}; the feature spec {spec.path} "
+            f"needs them: fix the warehouse load (or the spec); retrying cannot help")
 
 
 def _uncastable(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, list[Any]]:
@@ -89,17 +91,23 @@ def _uncastable(column: pa.ChunkedArray, target: pa.DataType) -> tuple[int, list
     return rows, bad[:5]
 
 
-def _conform(batch: pa.RecordBatch, ds: str) -> pa.Table:
-    """Cast a batch to the warehouse contract, naming a missing column or a column of the wrong type."""
-    missing = [f.name for f in CONTRACT_SCHEMA if f.name not in batch.schema.names]
+def _conform(batch: pa.RecordBatch, ds: str, spec: FeatureSpec) -> pa.Table:
+    """Cast a batch to the spec's lake contract (string ids hashed to int64), naming a missing
+    column or a column of the wrong type."""
+    schema = spec.arrow_schema()
+    missing = [name for name in schema.names if name not in batch.schema.names]
     if missing:
-        raise SchemaError(_missing_columns_message(missing, ds))
-    table = pa.Table.from_batches([batch]).select(CONTRACT_SCHEMA.names)
+        raise SchemaError(_missing_columns_message(missing, ds, spec))
+    table = pa.Table.from_batches([batch]).select(schema.names)
+    for col in spec.lake_columns():
+        if col.sparse_type == "string" and col.kind in ("id", "sparse"):
+            values = table.column(col.name).to_numpy(zero_copy_only=False)
+            table = table.set_column(table.schema.get_field_index(col.name), col.name, pa.array(string_ids(values)))
     try:
-        return table.cast(CONTRACT_SCHEMA)
+        return table.cast(schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         pass
-    for f in CONTRACT_SCHEMA:  # which column: the cast error names neither it nor the day
+    for f in schema:  # which column: the cast error names neither it nor the day
         column = table.column(f.name)
         try:
             column.cast(f.type)
@@ -110,50 +118,52 @@ def _conform(batch: pa.RecordBatch, ds: str) -> pa.Table:
                 f"{f.type} (it arrives as {column.type}); examples {examples}. Fix the warehouse load or the "
                 f"column's type; retrying cannot help"
             ) from None
-    return table.cast(CONTRACT_SCHEMA)
+    return table.cast(schema)
 
 
-def _write_domain(connection: Any, domain: str, ds: str, cfg: EcatConfig, out: Path) -> int:
+def _write_domain(connection: Any, domain: str, ds: str, cfg: EcatConfig, out: Path, spec: FeatureSpec) -> int:
     params = {"start_ds": ds, "end_ds": ds, "target_scenario": cfg.target_scenario}
+    schema = spec.arrow_schema()
     rows = 0
     writer: pq.ParquetWriter | None = None
     try:
-        for batch in _batches(connection, f"extract_{domain}", params, cfg.extract_batch_rows):
+        for batch in _batches(connection, f"extract_{domain}", params, cfg.extract_batch_rows, spec):
             if batch.num_rows == 0:
                 continue
             if writer is None:
-                writer = pq.ParquetWriter(out / "part-00000.parquet", CONTRACT_SCHEMA)
-            writer.write_table(_conform(batch, ds))
+                writer = pq.ParquetWriter(out / "part-00000.parquet", schema)
+            writer.write_table(_conform(batch, ds, spec))
             rows += batch.num_rows
     finally:
         if writer is not None:
             writer.close()
     if writer is None:  # empty domain: keep a valid, empty file so readers see the schema
-        pq.write_table(CONTRACT_SCHEMA.empty_table(), out / "part-00000.parquet")
+        pq.write_table(schema.empty_table(), out / "part-00000.parquet")
     return rows
 
 
-def rows_landed(connection: Any, ds: str) -> int:
-    """Rows of ``ds`` in the warehouse (any scenario): what ``wait_for_data`` waits for."""
-    batches = list(_batches(connection, "day_row_count", {"ds": ds}, 10))
+def rows_landed(connection: Any, ds: str, spec: FeatureSpec) -> int:
+    """Rows of ``ds`` in the spec's warehouse table (any scenario): what ``wait_for_data`` waits for."""
+    batches = list(_batches(connection, "day_row_count", {"ds": ds}, 10, spec))
     return int(batches[0].column(0)[0].as_py() or 0) if batches and batches[0].num_rows else 0
 
 
-def _known_scenarios(connection: Any, ds: str, lookback_days: int) -> list[str]:
+def _known_scenarios(connection: Any, ds: str, lookback_days: int, spec: FeatureSpec) -> list[str]:
     params = {"start_ds": shift_ds(ds, -lookback_days), "end_ds": ds}
-    batches = list(_batches(connection, "scenario_counts", params, 10_000))
+    batches = list(_batches(connection, "scenario_counts", params, 10_000, spec))
     return [s for b in batches for s in b.column(0).to_pylist()]
 
 
-def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, int]:
+def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec | None = None) -> dict[str, int]:
     """Stage one day, both domains in one atomic step; returns rows per domain."""
+    spec = spec or spec_of(cfg)
     with atomic_dir(layout.staging_day(ds)) as day_tmp:
         tgt_tmp, src_tmp = day_tmp / "target", day_tmp / "source"
         tgt_tmp.mkdir()
         src_tmp.mkdir()
-        n_target = _write_domain(connection, "target", ds, cfg, tgt_tmp)
+        n_target = _write_domain(connection, "target", ds, cfg, tgt_tmp, spec)
         if n_target == 0:
-            known = _known_scenarios(connection, ds, cfg.lookback_days)
+            known = _known_scenarios(connection, ds, cfg.lookback_days, spec)
             if cfg.target_scenario not in known:
                 raise EmptyTargetError(
                     f"unknown target scenario {cfg.target_scenario!r}: no rows in the {cfg.lookback_days} days "
@@ -163,10 +173,11 @@ def extract_day(connection: Any, ds: str, cfg: EcatConfig, layout: Layout) -> di
                 f"target scenario {cfg.target_scenario!r} has no rows on {ds} (it has rows on nearby days): "
                 f"check the warehouse load for {ds} before re-running; nothing was written"
             )
-        n_source = _write_domain(connection, "source", ds, cfg, src_tmp)
+        n_source = _write_domain(connection, "source", ds, cfg, src_tmp, spec)
         params = {"target_scenario": cfg.target_scenario, "label": cfg.label}
-        write_manifest(tgt_tmp, "extract", ds, domain="target", rows=n_target, columns=CONTRACT_SCHEMA.names, parameters=params)
-        write_manifest(src_tmp, "extract", ds, domain="source", rows=n_source, columns=CONTRACT_SCHEMA.names, parameters=params)
+        columns, about = spec.lake_names, spec.summary()
+        write_manifest(tgt_tmp, "extract", ds, domain="target", rows=n_target, columns=columns, spec=about, parameters=params)
+        write_manifest(src_tmp, "extract", ds, domain="source", rows=n_source, columns=columns, spec=about, parameters=params)
     return {"target": n_target, "source": n_source}
 
 
@@ -185,11 +196,12 @@ def extract(connection: Any, ds: str, cfg: EcatConfig, layout: Layout | None = N
     try:
         # The feature spec's check first: every missing column, wrong type and unknown label at
         # once, before anything is written (a SpecError is a DataError: no retries).
-        require_warehouse(demo_spec(), connection, cfg.label, (shift_ds(ds, -(cfg.lookback_days - 1)), ds))
-        counts[ds] = extract_day(connection, ds, cfg, layout)
+        spec = spec_of(cfg)
+        require_warehouse(spec, connection, cfg.label, (shift_ds(ds, -(cfg.lookback_days - 1)), ds))
+        counts[ds] = extract_day(connection, ds, cfg, layout, spec)
         for day in days[1:]:
             try:
-                counts[day] = extract_day(connection, day, cfg, layout)
+                counts[day] = extract_day(connection, day, cfg, layout, spec)
             except EmptyTargetError:
                 no_history.append(day)
                 drop_partition(layout.staging_day(day))  # an older staging of it must not be published now

@@ -55,6 +55,7 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import domain_window, lake_table, target_train_table
+from ecat_tasks.spec import KNOWN_LABELS, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; dgl is imported lazily
@@ -64,8 +65,7 @@ log = logging.getLogger(__name__)
 
 AREA = "selection/graph"
 OUTPUT_FILE = "candidates.parquet"
-GRAPH_COLUMNS = ["user_id", "item_id", "category_id", "click", "conversion"]
-SOURCE_COLUMNS = ["sample_id", *GRAPH_COLUMNS]
+GRAPH_COLUMNS = ["user_id", "item_id", "category_id", "click", "conversion"]  # conversion: when the spec declares it
 
 NTYPES = ("user", "item", "category")
 # (source node type, edge type, destination node type)
@@ -115,7 +115,8 @@ def _category_hop(cfg: EcatConfig) -> float:
 def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> InteractionGraph:
     """Build the weighted user/item/category heterograph from interaction rows.
 
-    ``interactions`` needs the columns user_id, item_id, category_id, click, conversion.
+    ``interactions`` needs the columns user_id, item_id, category_id, click and, when the
+    feature spec declares it, conversion (without it, conversions weigh nothing).
     Vectorised throughout (np.unique on packed int64 keys, bincount for weights), so it
     scales to tens of millions of rows.
     """
@@ -123,7 +124,9 @@ def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> Inter
     import torch
 
     t0 = time.perf_counter()
-    cols = {c: _column(interactions, c) for c in GRAPH_COLUMNS}
+    names = interactions.column_names if isinstance(interactions, pa.Table) else list(interactions.columns)
+    cols = {c: _column(interactions, c) for c in GRAPH_COLUMNS if c in names}
+    cols.setdefault("conversion", np.zeros(len(cols["user_id"]), np.int64))  # a spec without conversions
     n_rows = len(cols["user_id"])
     user_ids, u = np.unique(cols["user_id"], return_inverse=True)
     item_ids, i = np.unique(cols["item_id"], return_inverse=True)
@@ -404,8 +407,10 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     tgt_path = layout.require(layout.lake("target", ds))
     timings: dict[str, float] = {}
 
-    source = lake_table(src_path, SOURCE_COLUMNS)
-    target_day = lake_table(tgt_path, GRAPH_COLUMNS)
+    labels = spec_of(cfg).label_names
+    graph_columns = [c for c in GRAPH_COLUMNS if c not in KNOWN_LABELS or c in labels]
+    source = lake_table(src_path, ["sample_id", *graph_columns])
+    target_day = lake_table(tgt_path, graph_columns)
     target_rows = target_day.num_rows
     source_rows = source.num_rows
     cap = int(math.floor(cfg.max_source_ratio * target_rows))
@@ -414,10 +419,10 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     if cfg.graph_enabled:
         src_days = domain_window(layout, "source", ds, cfg.lookback_days)
         tgt_days = domain_window(layout, "target", ds, cfg.lookback_days)
-        parts = [source.select(GRAPH_COLUMNS)] + [lake_table(layout.lake("source", d), GRAPH_COLUMNS) for d in src_days if d != ds]
+        parts = [source.select(graph_columns)] + [lake_table(layout.lake("source", d), graph_columns) for d in src_days if d != ds]
         # seeds and edges come from target-train rows only (the held-out users' rows are evaluation data)
-        targets = [target_train_table(tgt_path, cfg, GRAPH_COLUMNS)] + [
-            target_train_table(layout.lake("target", d), cfg, GRAPH_COLUMNS)
+        targets = [target_train_table(tgt_path, cfg, graph_columns)] + [
+            target_train_table(layout.lake("target", d), cfg, graph_columns)
                                                          for d in tgt_days if d != ds]
         target_all = pa.concat_tables(targets).combine_chunks()
         interactions = pa.concat_tables(parts + [target_all]).combine_chunks()

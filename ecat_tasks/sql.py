@@ -1,17 +1,22 @@
-"""Load the project's SQL files and bind their ``:name`` parameters for any DB-API driver.
+"""Load the project's SQL files, render their identifiers and bind their ``:name`` parameters.
 
 SQL files name parameters as ``:name``; values are always passed to the driver as bound
 parameters in the driver's own style (``?`` for DuckDB, ``%(name)s`` for psycopg2), never
-formatted into the text. Switching warehouse engine is a connection change, not a SQL change.
+formatted into the text. Identifiers (``$table``, ``$columns``, ...) come from the feature
+spec, validated and quoted there (:meth:`ecat_tasks.spec.FeatureSpec.sql_identifiers`).
+Switching warehouse engine is a connection change, not a SQL change.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any, Mapping
+from string import Template
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ecat_tasks.config import REPO_ROOT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ecat_tasks.spec import FeatureSpec
 
 SQL_DIR = REPO_ROOT / "sql"
 _COMMENT = re.compile(r"--[^\n]*")
@@ -23,6 +28,14 @@ def load_sql(name: str) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"SQL file {path} not found")
     return path.read_text()
+
+
+def render_sql(name: str, spec: "FeatureSpec") -> str:
+    """A SQL file with its ``$identifier`` placeholders filled from the spec (quoted identifiers only)."""
+    try:
+        return Template(load_sql(name)).substitute(spec.sql_identifiers())
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"SQL file {name}.sql uses a placeholder the feature spec does not provide: {exc}") from exc
 
 
 def bind(sql: str, params: Mapping[str, Any], paramstyle: str) -> tuple[str, Any]:

@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
 
+from ecat_tasks.spec import FeatureSpec, demo_spec, load_spec, quote_ident, quote_table
 from ecat_tasks.storage import parse_ds
 
 log = logging.getLogger(__name__)
@@ -189,15 +190,29 @@ class World:
         })
 
 
-SAMPLES_DDL = """
-CREATE TABLE IF NOT EXISTS samples (
-    sample_id VARCHAR NOT NULL, ds DATE NOT NULL, event_ts TIMESTAMP NOT NULL, scenario VARCHAR NOT NULL,
-    user_id BIGINT, item_id BIGINT, category_id BIGINT,
-    user_age BIGINT, user_gender BIGINT, user_city BIGINT, item_brand BIGINT, device BIGINT, hour BIGINT,
-    item_price DOUBLE, user_activity DOUBLE, item_popularity DOUBLE,
-    click BIGINT, conversion BIGINT
-)
-"""
+SAMPLES_DDL = demo_spec().ddl()  # the demo table, derived from specs/demo.yaml
+
+
+def spec_table(chunk: pa.Table, spec: FeatureSpec, generated: Mapping[str, str] | None = None) -> pa.Table:
+    """A generated chunk in ``spec``'s warehouse columns and order.
+
+    Role, id and label columns come from the generator's column of the same role; a feature
+    column from ``generated[column]`` when given, else the generator's column of its name.
+    String-typed sparse columns get the generated values as text.
+    """
+    generated = generated or {}
+    arrays, names = [], []
+    for col in spec.lake_columns():
+        src = col.name if col.kind in ("role", "id", "label") else generated.get(col.source, col.source)
+        if src not in chunk.column_names:
+            raise ValueError(f"the synthetic generator has no column {src!r} for spec column {col.source!r}; "
+                             f"generated columns: {chunk.column_names} (map it with generated={{...}})")
+        values = chunk.column(src)
+        if col.sparse_type == "string" and col.kind in ("id", "sparse"):
+            values = values.cast(pa.string())
+        arrays.append(values)
+        names.append(col.source)
+    return pa.table(arrays, names=names)
 
 
 def seed_warehouse(
@@ -206,30 +221,39 @@ def seed_warehouse(
     days: int,
     rows_per_day: int,
     world: World | None = None,
+    spec: FeatureSpec | None = None,
+    generated: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    """Write ``days`` days of samples into the DuckDB file ``path`` (replacing those days)."""
+    """Write ``days`` days of samples into the DuckDB file ``path`` (replacing those days).
+
+    The table is ``spec``'s (the demo spec by default): its DDL, its column names, the
+    features it declares (see :func:`spec_table` for ``generated``).
+    """
     import duckdb
 
     world = world or World()
+    spec = spec or demo_spec()
+    table, date = quote_table(spec.table), quote_ident(spec.date)
+    columns = ", ".join(quote_ident(c.source) for c in spec.lake_columns())
     start = parse_ds(start_ds)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     total = 0
     with duckdb.connect(str(path)) as con:
-        con.execute(SAMPLES_DDL)
+        con.execute(spec.ddl())
         for d in range(days):
             ds = (start + dt.timedelta(days=d)).isoformat()
             con.execute("BEGIN TRANSACTION")
-            con.execute("DELETE FROM samples WHERE ds = CAST(? AS DATE)", [ds])
+            con.execute(f"DELETE FROM {table} WHERE {date} = CAST(? AS DATE)", [ds])
             for chunk in world.day_chunks(ds, rows_per_day):
-                con.register("chunk_view", chunk)
-                con.execute("INSERT INTO samples SELECT * FROM chunk_view")
+                con.register("chunk_view", spec_table(chunk, spec, generated))
+                con.execute(f"INSERT INTO {table} ({columns}) SELECT * FROM chunk_view")
                 con.unregister("chunk_view")
                 total += chunk.num_rows
             con.execute("COMMIT")
     secs = time.perf_counter() - t0
-    log.info("seeded warehouse %s: %d days from %s, %d rows in %.1fs (%.0f rows/s)",
-             path, days, start_ds, total, secs, total / max(secs, 1e-9))
+    log.info("seeded warehouse %s table %s: %d days from %s, %d rows in %.1fs (%.0f rows/s)",
+             path, spec.table, days, start_ds, total, secs, total / max(secs, 1e-9))
     return {"rows": total, "seconds": secs, "rows_per_s": total / max(secs, 1e-9)}
 
 
@@ -244,12 +268,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=300_000, help="rows per day")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--if-absent", action="store_true", help="do nothing when the warehouse file exists")
+    parser.add_argument("--spec", default=None, help="feature spec of the table to write (default: the demo spec); "
+                        "its feature columns must be generator columns")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.if_absent and args.warehouse.exists():
         log.info("warehouse %s exists; not seeding", args.warehouse)
         return
-    seed_warehouse(args.warehouse, args.start_ds, args.days, args.rows, World(seed=args.seed))
+    spec = load_spec(args.spec) if args.spec else None
+    seed_warehouse(args.warehouse, args.start_ds, args.days, args.rows, World(seed=args.seed), spec)
 
 
 if __name__ == "__main__":

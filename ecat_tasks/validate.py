@@ -21,14 +21,13 @@ import pandas as pd
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import PermanentError
-from ecat_tasks.features import CONTRACT_SCHEMA, DEFAULT_SPEC, FeatureSpec
 from ecat_tasks.inputs import read_partition
 from ecat_tasks.models.data import dense_psi
+from ecat_tasks.spec import FeatureSpec, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, drop_partition, publish_staged, read_manifest, shift_ds
 
 log = logging.getLogger(__name__)
 
-ID_NOT_NULL = ("sample_id", "user_id", "item_id", "category_id", "scenario", "ds")
 _PANDAS_TYPES = {
     "string": ["str"],
     "int64": ["int64", "Int64", "int32", "int64[pyarrow]"],
@@ -41,30 +40,33 @@ class ValidationFailed(PermanentError, RuntimeError):
 
 
 def build_expectations(domain: str, ds: str, rows_min: int, cfg: EcatConfig, spec: FeatureSpec) -> list[Any]:
+    """The suite of one domain, derived from the feature spec's lake contract."""
     import great_expectations as gx
 
     E = gx.expectations
     exps: list[Any] = [E.ExpectTableRowCountToBeBetween(min_value=rows_min)]
-    for f in CONTRACT_SCHEMA:
+    for f in spec.arrow_schema():
         exps.append(E.ExpectColumnToExist(column=f.name))
         kind = str(f.type)
         if kind in ("string", "int64", "double"):
             types = _PANDAS_TYPES["float64" if kind == "double" else kind]
             exps.append(E.ExpectColumnValuesToBeInTypeList(column=f.name, type_list=types))
-    for col in ID_NOT_NULL:
-        exps.append(E.ExpectColumnValuesToNotBeNull(column=col))
+    for col in spec.lake_columns():
+        if col.kind in ("role", "id"):
+            exps.append(E.ExpectColumnValuesToNotBeNull(column=col.name))
     exps.append(E.ExpectColumnValuesToBeUnique(column="sample_id"))
-    for label in ("click", "conversion"):
-        exps.append(E.ExpectColumnValuesToNotBeNull(column=label))
-        exps.append(E.ExpectColumnValuesToBeInSet(column=label, value_set=[0, 1]))
+    for label in spec.labels:
+        exps.append(E.ExpectColumnValuesToNotBeNull(column=label.name))
+        exps.append(E.ExpectColumnValuesToBeInSet(column=label.name, value_set=list(label.values)))
     exps.append(E.ExpectColumnMeanToBeBetween(column=cfg.label, min_value=cfg.label_rate_min, max_value=cfg.label_rate_max))
     exps.append(E.ExpectColumnValuesToBeInSet(column="ds", value_set=[ds]))
     if domain == "target":
         exps.append(E.ExpectColumnValuesToBeInSet(column="scenario", value_set=[cfg.target_scenario]))
     else:
         exps.append(E.ExpectColumnValuesToNotBeInSet(column="scenario", value_set=[cfg.target_scenario]))
-    for sf in spec.sparse:
-        exps.append(E.ExpectColumnValuesToBeBetween(column=sf.name, min_value=sf.low))
+    for sf in spec.all_sparse:  # string features are hashed ids: no bound
+        if sf.low is not None and sf.type == "int":
+            exps.append(E.ExpectColumnValuesToBeBetween(column=sf.name, min_value=sf.low))
     for df in spec.dense:
         exps.append(E.ExpectColumnValuesToBeBetween(column=df.name, min_value=df.low, max_value=df.high))
     return exps
@@ -124,7 +126,7 @@ def dense_drift(ds: str, frame: pd.DataFrame, cfg: EcatConfig, layout: Layout) -
     return {"against": prev, "psi": {k: round(v, 4) for k, v in psi.items()}}, failed
 
 
-def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec) -> dict[str, Any]:
     """Run both suites on the staged day ``ds``; raise :class:`ValidationFailed` on any failure."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # keep task logs readable
@@ -192,7 +194,7 @@ def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec = D
             "drift_psi": summary["drift"].get("psi", {})}
 
 
-def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: FeatureSpec = DEFAULT_SPEC) -> dict[str, Any]:
+def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: FeatureSpec | None = None) -> dict[str, Any]:
     """Task entry point: validate the staged day and its staged lookback days; publish what passes.
 
     The lake holds validated days only: every reader (graph window, teacher cold start,
@@ -202,6 +204,7 @@ def validate(ds: str, cfg: EcatConfig, layout: Layout | None = None, spec: Featu
     published (a warning names it and its report): history then lacks that day.
     """
     layout = layout or Layout()
+    spec = spec or spec_of(cfg)
     manifest = validate_day(ds, cfg, layout, spec)
     published, rejected = [], {}
     for back in range(1, cfg.lookback_days):

@@ -20,7 +20,7 @@ from ecat_tasks.airflow_edge import on_failure, run_step
 from ecat_tasks.errors import ConfigError, PermanentError
 from ecat_tasks.extract import EmptyTargetError, SchemaError, _conform, extract, is_transient, rows_landed
 from ecat_tasks.features import CONTRACT_SCHEMA
-from ecat_tasks.spec import SpecError
+from ecat_tasks.spec import SpecError, demo_spec
 from ecat_tasks.storage import Layout
 from ecat_tasks.validate import ValidationFailed
 
@@ -47,7 +47,7 @@ def test_uncastable_values_name_column_day_rows_and_examples() -> None:
                                   for v in ("7", "u-1", "u-2", "8")]).to_batches()[0]
     batch = batch.cast(pa.schema([pa.field(f.name, pa.string() if f.name == "user_id" else f.type) for f in CONTRACT_SCHEMA]))
     with pytest.raises(SchemaError) as err:
-        _conform(batch, DAYS[0])
+        _conform(batch, DAYS[0], demo_spec())
     msg = str(err.value)
     assert "'user_id'" in msg and f"ds={DAYS[0]}" in msg and "2 of 4 rows" in msg and "'u-1'" in msg, msg
 
@@ -112,8 +112,8 @@ def test_unknown_key_names_closest_or_lists_valid() -> None:
 
 def test_wait_for_data_is_done_only_when_the_day_has_rows(wh: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with duckdb.connect(str(wh), read_only=True) as con:
-        assert rows_landed(con, DAYS[0]) == 40_000
-        assert rows_landed(con, "2026-03-09") == 0
+        assert rows_landed(con, DAYS[0], demo_spec()) == 40_000
+        assert rows_landed(con, "2026-03-09", demo_spec()) == 0
     monkeypatch.setattr(airflow_edge, "warehouse_connection", lambda: duckdb.connect(str(wh), read_only=True))
     assert airflow_edge.data_landed(DAYS[0]).is_done is True
     assert airflow_edge.data_landed("2026-03-09").is_done is False

@@ -30,6 +30,7 @@ from ecat_tasks.models.training import (
     CHECKPOINT, CheckpointError, LossFn, load_checkpoint, make_optimizer, predict, save_checkpoint, seed_everything,
     select_device, train_epochs, warm_load, weighted_bce,
 )
+from ecat_tasks.spec import ModelFeatures, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ def scenario_codes(names: pd.Series) -> np.ndarray:
     return pd.util.hash_array(names.to_numpy(dtype=object), hash_key="ecat-scenarios00").view(np.int64)
 
 
-DERIVED_ARCH_KEYS = ("vocab_sizes", "n_dense")  # set from the data by fit_day, not chosen
+# Set by fit_day from the data and the feature spec, not chosen. ``features`` (the spec's
+# sparse and dense features) travels in every checkpoint, so scoring needs no spec file.
+DERIVED_ARCH_KEYS = ("vocab_sizes", "n_dense", "features")
 SCENARIO_KINDS = ("star", "ranking_scenario")  # networks that read the scenario index of each sample
 
 
@@ -98,7 +101,7 @@ def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedMod
     """Rebuild a trained model from its checkpoint directory, ready to score frames."""
     state = load_checkpoint(directory)
     arch = state["arch"]
-    enc = Encoders.from_state(state["encoders"])
+    enc = Encoders.from_state(state["encoders"], checkpoint_features(arch))
     scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
     model = build_network(arch, arch["vocab_sizes"], arch["n_dense"])
     try:
@@ -106,6 +109,13 @@ def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedMod
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {directory / CHECKPOINT} does not match its architecture: {exc}") from exc
     return LoadedModel(model.to(device), enc, scen, arch, state.get("extra", {}))
+
+
+def checkpoint_features(arch: dict[str, Any]) -> ModelFeatures:
+    """The features a checkpoint was trained on (the demo spec's for checkpoints older than the spec)."""
+    from ecat_tasks.features import DEFAULT_SPEC
+
+    return ModelFeatures.from_dict(arch["features"]) if "features" in arch else DEFAULT_SPEC
 
 
 def checkpoint_arch(directory: Path) -> dict[str, Any]:
@@ -155,10 +165,11 @@ def fit_day(
     area = out_dir.parent.relative_to(layout.root).as_posix()
     prev_ds = layout.latest_before(area, ds)
     start_dir = init_from or (layout.model(name, prev_ds) if prev_ds else None)
-    columns = [*Encoders.columns(cfg.label), *(["scenario"] if arch["kind"] in SCENARIO_KINDS else [])]
+    features = spec_of(cfg).model_features()
+    columns = [*Encoders.columns(cfg.label, features), *(["scenario"] if arch["kind"] in SCENARIO_KINDS else [])]
     streams = [LakeStream(p.parts(), columns, encode=None, buffer_rows=cfg.shuffle_buffer_rows, device=device)
                for p in phases]
-    stats, scenario_ids = ColumnStats(), np.zeros(0, np.int64)
+    stats, scenario_ids = ColumnStats(features), np.zeros(0, np.int64)
     for stream in streams:  # one pass over the ids and dense columns: vocabularies and moments
         for table in stream.tables(columns):
             frame = table.to_pandas()
@@ -174,7 +185,15 @@ def fit_day(
                 f"checkpoint {start_dir / CHECKPOINT} was trained with {state['arch']}, this run asks for {arch}: "
                 f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"
             )
-        enc = Encoders.from_state(state["encoders"])
+        trained = checkpoint_features(state["arch"])
+        if trained != features:
+            raise CheckpointError(
+                f"checkpoint {start_dir / CHECKPOINT} was trained on features {trained.sparse_names} + "
+                f"{trained.dense_names}, the feature spec {spec_of(cfg).path} declares {features.sparse_names} + "
+                f"{features.dense_names} (or other bounds): a spec change needs a new chain (a fresh ECAT_HOME, "
+                f"or re-run from a day with no earlier checkpoint)"
+            )
+        enc = Encoders.from_state(state["encoders"], features)
         enc.refresh(stats, cfg.norm_momentum)
         scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
     elif embedding_init is not None:
@@ -192,7 +211,7 @@ def fit_day(
     new_ids = enc.grow(stats)
     if scen is not None:
         scen.grow(scenario_ids)
-    arch = {**arch, "vocab_sizes": enc.vocab_sizes(), "n_dense": len(enc.spec.dense_names)}
+    arch = {**arch, "vocab_sizes": enc.vocab_sizes(), "n_dense": len(enc.spec.dense_names), "features": features.to_dict()}
     model = build_network(arch, arch["vocab_sizes"], arch["n_dense"]).to(device)
     extras = extra_modules(model) if extra_modules else {}
     for module in extras.values():

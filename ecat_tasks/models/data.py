@@ -61,8 +61,22 @@ DRIFT_EDGES = np.array([-np.inf, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, np.inf])
 _PSI_EPS = 1e-4
 
 
+def _logged(spec: FeatureSpec) -> np.ndarray:
+    """Which dense features the spec normalises in log space (``log_standard``)."""
+    return np.array([f.normalisation == "log_standard" for f in spec.dense], dtype=bool)
+
+
+def _transform_dense(raw: np.ndarray, logged: np.ndarray) -> np.ndarray:
+    """Dense values before standardisation: log1p(max(x, 0)) where ``logged``, x elsewhere."""
+    if logged.all():
+        return np.log1p(np.clip(raw, 0, None))
+    out = raw.copy()
+    out[:, logged] = np.log1p(np.clip(raw[:, logged], 0, None))
+    return out
+
+
 def _log_dense(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    return np.log1p(np.clip(frame[spec.dense_names].to_numpy(np.float64), 0, None))
+    return _transform_dense(frame[spec.dense_names].to_numpy(np.float64), _logged(spec))
 
 
 @dataclass
@@ -115,6 +129,7 @@ class Encoders:
         for j, name in enumerate(self.spec.dense_names):
             counts = np.histogram(z[:, j], DRIFT_EDGES)[0]
             out[name] = {"mean": float(self.dense_mean[j]), "std": float(self.dense_std[j]),
+                         "log": self.spec.dense[j].normalisation == "log_standard",
                          "hist": [round(float(c), 6) for c in counts / max(len(z), 1)]}
         return out
 
@@ -166,7 +181,8 @@ def dense_psi(frame: pd.DataFrame, profile: dict[str, dict]) -> dict[str, float]
     for name, ref in profile.items():
         if name not in frame:
             continue
-        x = np.log1p(np.clip(frame[name].to_numpy(np.float64), 0, None))
+        x = frame[name].to_numpy(np.float64)
+        x = np.log1p(np.clip(x, 0, None)) if ref.get("log", True) else x
         z = np.clip((x - ref["mean"]) / max(ref["std"], DENSE_STD_FLOOR), -DENSE_CLIP, DENSE_CLIP)
         actual = np.maximum(np.histogram(z, DRIFT_EDGES)[0] / max(len(z), 1), _PSI_EPS)
         expected = np.maximum(np.asarray(ref["hist"], dtype=np.float64), _PSI_EPS)
@@ -193,7 +209,7 @@ class ColumnStats:
         for name in self.ids:
             self.ids[name] = np.union1d(self.ids[name], np.unique(frame[name].to_numpy(np.int64)))
         raw = frame[self.spec.dense_names].to_numpy(np.float64)
-        dense = np.log1p(np.clip(raw, 0, None))
+        dense = _transform_dense(raw, _logged(self.spec))
         rownum = np.arange(self.rows, self.rows + len(frame))
         keep = rownum % self._stride == 0
         self._sample.append((rownum[keep], raw[keep]))

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.metrics import auc
 from ecat_tasks.models.data import ColumnStats, Encoders, make_batchable
+from ecat_tasks.spec import spec_of
 from ecat_tasks.models.networks import DomainAdversarialModel
 from ecat_tasks.models.stream import LakeStream, Part, drop_rows, part_totals, with_filter
 from ecat_tasks.models.training import make_optimizer, seed_everything, select_device
@@ -115,9 +116,10 @@ def reweight(target: pd.DataFrame | Part, candidates: pd.DataFrame | Part, cfg: 
     device = select_device(cfg)
     target = Part.from_frame(target, name="target") if isinstance(target, pd.DataFrame) else target
     candidates = Part.from_frame(candidates, name="candidates") if isinstance(candidates, pd.DataFrame) else candidates
-    columns = Encoders.columns(cfg.label)
+    features = spec_of(cfg).model_features()
+    columns = Encoders.columns(cfg.label, features)
     held_cfg = cfg.replace(holdout_by="sample")  # held-out pairs for the discriminator AUC
-    stats = ColumnStats()
+    stats = ColumnStats(features)
     for table in LakeStream([target, candidates], columns).tables():
         stats.add(table.to_pandas())
     enc = Encoders.from_stats(stats)
