@@ -27,7 +27,7 @@ _BUCKETS = 10_000
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
+def splitmix64(x: np.ndarray) -> np.ndarray:
     """The splitmix64 finaliser, vectorised on uint64 (wrapping arithmetic)."""
     with np.errstate(over="ignore"):
         x = (x + _GOLDEN).astype(np.uint64)
@@ -44,8 +44,8 @@ def salted_hash(keys: pd.Series | np.ndarray, seed: int) -> np.ndarray:
         base = values.astype(np.int64).view(np.uint64)
     else:
         base = pd.util.hash_array(values.astype(object))
-    salt = _splitmix64(np.array([seed], dtype=np.uint64))[0]
-    return _splitmix64(base ^ salt)
+    salt = splitmix64(np.array([seed], dtype=np.uint64))[0]
+    return splitmix64(base ^ salt)
 
 
 def slice_codes(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:

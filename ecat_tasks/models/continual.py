@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -22,7 +22,7 @@ from torch import nn
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.metrics import auc
-from ecat_tasks.models.data import Batchable, ColumnStats, Encoders, Vocabulary, make_batchable
+from ecat_tasks.models.data import Batchable, ColumnStats, Encoders, Vocabulary, VocabularyError, make_batchable
 from ecat_tasks.models.health import check_health
 from ecat_tasks.models.networks import RankingModel, StarModel
 from ecat_tasks.models.stream import LakeStream, Part
@@ -118,6 +118,13 @@ def checkpoint_features(arch: dict[str, Any]) -> ModelFeatures:
     return ModelFeatures.from_dict(arch["features"]) if "features" in arch else DEFAULT_SPEC
 
 
+def unbounded(features: ModelFeatures) -> ModelFeatures:
+    """``features`` without vocabulary bounds: what a warm start may not change (the bounds
+    it may, within what :meth:`Vocabulary.rebound` allows)."""
+    return ModelFeatures(tuple(replace(f, vocab_size=None, hash_buckets=0, min_count=1) for f in features.sparse),
+                         features.dense)
+
+
 def checkpoint_arch(directory: Path) -> dict[str, Any]:
     """The architecture a checkpoint was trained with, without the parts the data derives
     (vocabulary sizes, dense width): what a model that starts from it must be built as."""
@@ -165,7 +172,7 @@ def fit_day(
     area = out_dir.parent.relative_to(layout.root).as_posix()
     prev_ds = layout.latest_before(area, ds)
     start_dir = init_from or (layout.model(name, prev_ds) if prev_ds else None)
-    features = spec_of(cfg).model_features()
+    features = spec_of(cfg).model_features()  # the run's spec: features and vocabulary bounds
     columns = [*Encoders.columns(cfg.label, features), *(["scenario"] if arch["kind"] in SCENARIO_KINDS else [])]
     streams = [LakeStream(p.parts(), columns, encode=None, buffer_rows=cfg.shuffle_buffer_rows, device=device)
                for p in phases]
@@ -186,20 +193,21 @@ def fit_day(
                 f"an architecture change needs a new chain (re-run from a day with no earlier checkpoint)"
             )
         trained = checkpoint_features(state["arch"])
-        if trained != features:
+        if unbounded(trained) != unbounded(features):
             raise CheckpointError(
                 f"checkpoint {start_dir / CHECKPOINT} was trained on features {trained.sparse_names} + "
                 f"{trained.dense_names}, the feature spec {spec_of(cfg).path} declares {features.sparse_names} + "
-                f"{features.dense_names} (or other bounds): a spec change needs a new chain (a fresh ECAT_HOME, "
-                f"or re-run from a day with no earlier checkpoint)"
+                f"{features.dense_names} (or other types or normalisations): a spec change needs a new chain (a fresh "
+                f"ECAT_HOME, or re-run from a day with no earlier checkpoint)"
             )
-        enc = Encoders.from_state(state["encoders"], features)
+        try:  # the vocabularies as trained, under the run's bounds (more room is fine; moved rows are not)
+            enc = Encoders.from_state(state["encoders"], trained).rebound(features)
+        except VocabularyError as exc:
+            raise CheckpointError(f"checkpoint {start_dir / CHECKPOINT}: {exc}") from exc
         enc.refresh(stats, cfg.norm_momentum)
         scen = Vocabulary(state["encoders"]["scenario_vocab"].numpy()) if "scenario_vocab" in state["encoders"] else None
     elif embedding_init is not None:
-        src = embedding_init.encoders
-        enc = Encoders({n: Vocabulary(v.ids.copy()) for n, v in src.vocabs.items()}, src.dense_mean.copy(),
-                       src.dense_std.copy(), src.spec)
+        enc = embedding_init.encoders.rebound(features)
         scen = Vocabulary() if arch["kind"] in SCENARIO_KINDS else None
     else:
         enc = Encoders.from_stats(stats)
@@ -207,7 +215,7 @@ def fit_day(
     old_sizes = enc.vocab_sizes() if state is not None else {n: 0 for n in enc.vocabs}
     if embedding_init is not None:
         for n, vocab in enc.vocabs.items():
-            vocab.grow(embedding_init.encoders.vocabs[n].ids)
+            vocab.admit(embedding_init.encoders.vocabs[n].ids)
     new_ids = enc.grow(stats)
     if scen is not None:
         scen.grow(scenario_ids)
@@ -301,8 +309,9 @@ def _first_rows(stream: LakeStream, columns: list[str]) -> pd.DataFrame:
 def copy_embeddings(model: nn.Module, enc: Encoders, source: LoadedModel, old_sizes: dict[str, int]) -> int:
     """Set rows ``old_sizes[name]:`` of ``model``'s tables from ``source``'s rows of the same ids.
 
-    Row 0 (unseen ids) is copied too on a cold start (``old_sizes`` 0). Rows whose id
-    ``source`` does not know keep their initialisation. Returns the number of rows copied.
+    The shared rows (row 0 and the hash buckets) are copied too on a cold start (``old_sizes``
+    0) when ``source`` has the same buckets. Rows whose id ``source`` does not know keep
+    their initialisation. Returns the number of rows copied.
     """
     src_tables = source.model.embedding.tables
     copied = 0
@@ -311,16 +320,16 @@ def copy_embeddings(model: nn.Module, enc: Encoders, source: LoadedModel, old_si
         src = src_tables[name].weight
         if src.shape[1] != table.weight.shape[1]:
             raise ValueError(f"embedding_init: {name} has dimension {src.shape[1]}, the model {table.weight.shape[1]}")
-        vocab = enc.vocabs[name]
-        rows = np.arange(max(start, 1), len(vocab))
-        src_rows = source.encoders.vocabs[name].lookup(vocab.ids[rows - 1])
-        hit = src_rows > 0
+        vocab, src_vocab = enc.vocabs[name], source.encoders.vocabs[name]
+        rows = np.arange(max(start, vocab.offset), len(vocab))
+        src_rows, hit = src_vocab.rows_of(vocab.ids[rows - vocab.offset])
         idx = torch.from_numpy(rows[hit])
         table.weight[idx] = src[torch.from_numpy(src_rows[hit])].to(table.weight.device)
         copied += int(hit.sum())
         if start == 0:
-            table.weight[0] = src[0].to(table.weight.device)
-            copied += 1
+            shared = vocab.offset if src_vocab.hash_buckets == vocab.hash_buckets else 1
+            table.weight[:shared] = src[:shared].to(table.weight.device)
+            copied += shared
     return copied
 
 

@@ -1,8 +1,14 @@
-"""From lake rows to model tensors: growing vocabularies, dense normalisation, batching.
+"""From lake rows to model tensors: bounded vocabularies, dense normalisation, batching.
 
-A :class:`Vocabulary` maps raw ids of any size to embedding rows. Index 0 is the reserved
-bucket for ids never seen; new ids are appended (``grow``) so existing rows keep their
-meaning across days, which is what makes a warm start real. All mapping is vectorised.
+A :class:`Vocabulary` maps raw ids of any size to embedding rows. Row 0 is the
+out-of-vocabulary row, the next ``hash_buckets`` rows are shared by ids without a row of
+their own (by a hash of the id), and admitted ids follow in admission order. New ids are
+appended (``grow``) so existing rows keep their meaning across days, which is what makes a
+warm start real. An id is admitted once seen ``min_count`` times in one day's rows, and only
+while the vocabulary holds fewer than ``capacity`` ids, so a table never outgrows
+``1 + hash_buckets + capacity`` rows however many ids stream through (the spec's
+``vocab_size``, ``hash_buckets`` and ``min_count``; unbounded by default). All mapping is
+vectorised.
 """
 
 from __future__ import annotations
@@ -16,40 +22,137 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec
+from ecat_tasks.errors import PermanentError
+from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec, SparseFeature
+from ecat_tasks.splits import splitmix64
+
+
+def bucket_hash(raw: np.ndarray) -> np.ndarray:
+    """splitmix64 of the raw ids (uint64): fixed across processes and versions (a checkpoint's
+    bucket rows keep their meaning), and spreads any id pattern evenly over the buckets."""
+    return splitmix64(np.asarray(raw, dtype=np.int64).view(np.uint64))
+
+
+def _most_frequent(ids: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` most frequent ids, ties broken by the id's hash (a bijection, so
+    the choice is unique): partitions instead of sorting, as millions may compete for a few rows."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    kth = np.partition(counts, len(counts) - k)[len(counts) - k]  # the k-th largest count
+    above = np.flatnonzero(counts > kth)
+    tied = np.flatnonzero(counts == kth)
+    need = k - len(above)
+    if need < len(tied):
+        tied = tied[np.argpartition(bucket_hash(ids[tied]), need - 1)[:need]]
+    return np.concatenate([above, tied])
+
+
+class VocabularyError(PermanentError, ValueError):
+    """A warm start's vocabulary does not fit the run's bounds (the message says which and what to do)."""
 
 
 class Vocabulary:
-    """Raw id -> row index (1..n); 0 is the out-of-vocabulary bucket."""
+    """Raw id -> embedding row: 0 out-of-vocabulary, 1..hash_buckets shared buckets, then one
+    row per admitted id (at most ``capacity`` of them; None: unbounded)."""
 
-    def __init__(self, ids: np.ndarray | None = None) -> None:
-        self.ids = np.asarray(ids if ids is not None else [], dtype=np.int64)  # insertion order
+    def __init__(self, ids: np.ndarray | None = None, capacity: int | None = None, hash_buckets: int = 0,
+                 min_count: int = 1) -> None:
+        self.ids = np.asarray(ids if ids is not None else [], dtype=np.int64)  # admission order
+        self.capacity, self.hash_buckets, self.min_count = capacity, hash_buckets, min_count
+        self.offset = 1 + hash_buckets  # row of the first admitted id
         self._refresh()
+
+    @classmethod
+    def for_feature(cls, feature: SparseFeature, ids: np.ndarray | None = None) -> "Vocabulary":
+        return cls(ids, feature.vocab_size, feature.hash_buckets, feature.min_count)
+
+    def rebound(self, feature: SparseFeature) -> "Vocabulary":
+        """This vocabulary's ids under ``feature``'s bounds (a warm start under the run's spec).
+
+        The size and ``min_count`` may change; the hash buckets may not (every admitted id's
+        row would move), and a size below the ids already admitted is refused.
+        """
+        if feature.hash_buckets != self.hash_buckets:
+            raise VocabularyError(
+                f"{feature.name}: the checkpoint's vocabulary has {self.hash_buckets} hash buckets, the spec asks for "
+                f"{feature.hash_buckets}: every row would change meaning; start a new chain (re-run from a day with "
+                f"no earlier checkpoint) or keep hash_buckets")
+        if feature.vocab_size is not None and len(self.ids) > feature.vocab_size:
+            raise VocabularyError(
+                f"{feature.name}: the checkpoint's vocabulary holds {len(self.ids)} ids, the spec's vocab_size is "
+                f"{feature.vocab_size}: a warm start cannot shrink a table; raise vocab_size or start a new chain")
+        return Vocabulary(self.ids, feature.vocab_size, feature.hash_buckets, feature.min_count)
 
     def _refresh(self) -> None:
         self._order = np.argsort(self.ids, kind="stable")
         self._sorted = self.ids[self._order]
 
     def __len__(self) -> int:
-        return len(self.ids) + 1  # + OOV row
+        return self.offset + len(self.ids)
 
-    def grow(self, raw: np.ndarray) -> int:
-        """Append ids not yet known (in sorted order, so growth is deterministic)."""
-        uniq = np.unique(np.asarray(raw, dtype=np.int64))
-        new = uniq[self.lookup(uniq) == 0]
+    def _room(self) -> int | None:
+        return None if self.capacity is None else max(self.capacity - len(self.ids), 0)
+
+    def _position(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Index into ``ids`` of each id, and whether it is admitted."""
+        raw = np.asarray(raw, dtype=np.int64)
+        if len(self.ids) == 0:
+            return np.zeros(len(raw), dtype=np.int64), np.zeros(len(raw), dtype=bool)
+        pos = np.clip(np.searchsorted(self._sorted, raw), 0, len(self._sorted) - 1)
+        return self._order[pos], self._sorted[pos] == raw
+
+    def known(self, raw: np.ndarray) -> np.ndarray:
+        """Whether each id has a row of its own."""
+        return self._position(raw)[1]
+
+    def _append(self, new: np.ndarray) -> int:
         if len(new):
-            self.ids = np.concatenate([self.ids, new])
+            self.ids = np.concatenate([self.ids, np.sort(new)])
             self._refresh()
         return len(new)
 
+    def grow(self, raw: np.ndarray, counts: np.ndarray | None = None) -> int:
+        """Admit ids not yet known that occur ``min_count`` times, while there is room; returns how many.
+
+        ``raw`` is one day's ids (with repeats), or its distinct ids with their ``counts``. When
+        more ids qualify than there is room for, the most frequent go first (ties: by the id's
+        hash, not its size); the admitted ones are appended in sorted order, so growth is
+        deterministic and independent of row order.
+        """
+        if counts is None:
+            uniq, counts = np.unique(np.asarray(raw, dtype=np.int64), return_counts=True)
+        else:
+            uniq = np.asarray(raw, dtype=np.int64)
+        fresh = ~self.known(uniq) & (np.asarray(counts) >= self.min_count)
+        new, counts = uniq[fresh], np.asarray(counts)[fresh]
+        room = self._room()
+        if room is not None and len(new) > room:
+            new = new[_most_frequent(new, counts, room)]
+        return self._append(new)
+
+    def admit(self, ids: np.ndarray) -> int:
+        """Admit ``ids`` regardless of ``min_count`` (another model's vocabulary, admitted under
+        the same bounds), earliest first while there is room; returns how many."""
+        uniq, first = np.unique(np.asarray(ids, dtype=np.int64), return_index=True)
+        fresh = ~self.known(uniq)
+        new, first = uniq[fresh], first[fresh]
+        room = self._room()
+        if room is not None and len(new) > room:
+            new = new[np.argsort(first, kind="stable")[:room]]
+        return self._append(new)
+
+    def rows_of(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each id's own row (0 where it has none), and whether it has one."""
+        index, hit = self._position(raw)
+        return np.where(hit, index + self.offset, 0), hit
+
     def lookup(self, raw: np.ndarray) -> np.ndarray:
+        """Row of each id; an id without its own row gets its hash bucket, or the out-of-vocabulary row 0."""
         raw = np.asarray(raw, dtype=np.int64)
-        if len(self.ids) == 0:
-            return np.zeros(len(raw), dtype=np.int64)
-        pos = np.searchsorted(self._sorted, raw)
-        pos = np.clip(pos, 0, len(self._sorted) - 1)
-        hit = self._sorted[pos] == raw
-        return np.where(hit, self._order[pos] + 1, 0)
+        rows, hit = self.rows_of(raw)
+        if not self.hash_buckets:
+            return rows
+        return np.where(hit, rows, 1 + (bucket_hash(raw) % np.uint64(self.hash_buckets)).astype(np.int64))
 
 
 # Dense normalisation. A column that is constant on the day the statistics were first fitted
@@ -94,7 +197,7 @@ class Encoders:
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, spec: FeatureSpec = DEFAULT_SPEC) -> "Encoders":
-        vocabs = {name: Vocabulary() for name in spec.sparse_names}
+        vocabs = {f.name: Vocabulary.for_feature(f) for f in spec.sparse}
         for name, vocab in vocabs.items():
             vocab.grow(frame[name].to_numpy())
         dense = _log_dense(frame, spec)
@@ -141,16 +244,23 @@ class Encoders:
     @classmethod
     def from_stats(cls, stats: "ColumnStats") -> "Encoders":
         """:meth:`fit` from statistics accumulated over a stream (the same vocabularies and moments)."""
-        vocabs = {name: Vocabulary() for name in stats.spec.sparse_names}
+        vocabs = {f.name: Vocabulary.for_feature(f) for f in stats.spec.sparse}
         for name, vocab in vocabs.items():
-            vocab.grow(stats.ids[name])
+            vocab.grow(stats.ids[name], stats.counts[name])
         return cls(vocabs, stats.dense_mean(), stats.dense_std(), stats.spec)
 
     def grow(self, frame: "pd.DataFrame | ColumnStats") -> dict[str, int]:
-        """Append unseen ids of a frame (or of a stream's :class:`ColumnStats`); new ids per column."""
+        """Admit the new ids of a frame (or of a stream's :class:`ColumnStats`) within each
+        vocabulary's bounds; new ids per column."""
         if isinstance(frame, ColumnStats):
-            return {name: vocab.grow(frame.ids[name]) for name, vocab in self.vocabs.items()}
+            return {name: vocab.grow(frame.ids[name], frame.counts[name]) for name, vocab in self.vocabs.items()}
         return {name: vocab.grow(frame[name].to_numpy()) for name, vocab in self.vocabs.items()}
+
+    def rebound(self, spec: FeatureSpec) -> "Encoders":
+        """These encoders under ``spec``'s vocabulary bounds (a warm start; see :meth:`Vocabulary.rebound`)."""
+        vocabs = {f.name: self.vocabs[f.name].rebound(f) for f in spec.sparse}
+        return Encoders(vocabs, self.dense_mean.copy(), self.dense_std.copy(), spec)
+
 
     def vocab_sizes(self) -> dict[str, int]:
         return {name: len(v) for name, v in self.vocabs.items()}
@@ -168,7 +278,9 @@ class Encoders:
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], spec: FeatureSpec = DEFAULT_SPEC) -> "Encoders":
-        vocabs = {n: Vocabulary(state[f"vocab.{n}"].numpy()) for n in spec.sparse_names}
+        """The encoders as saved, under ``spec``'s vocabulary bounds: the checkpoint's features
+        when scoring (ids map exactly as in training); :meth:`rebound` applies a run's spec."""
+        vocabs = {f.name: Vocabulary.for_feature(f, state[f"vocab.{f.name}"].numpy()) for f in spec.sparse}
         return cls(vocabs, state["dense_mean"].numpy(), state["dense_std"].numpy(), spec)
 
 
@@ -191,14 +303,16 @@ def dense_psi(frame: pd.DataFrame, profile: dict[str, dict]) -> dict[str, float]
 
 
 class ColumnStats:
-    """Distinct ids of every sparse column and moments of the transformed dense columns,
-    accumulated frame by frame: what :meth:`Encoders.fit` needs, without the whole frame."""
+    """Distinct ids (and how often each occurs) of every sparse column and moments of the
+    transformed dense columns, accumulated frame by frame: what :meth:`Encoders.fit` needs,
+    without the whole frame."""
 
     SAMPLE_ROWS = 200_000  # dense rows kept for the drift profile (an evenly spaced sample)
 
     def __init__(self, spec: FeatureSpec = DEFAULT_SPEC) -> None:
         self.spec = spec
-        self.ids = {n: np.zeros(0, np.int64) for n in spec.sparse_names}
+        self.ids = {n: np.zeros(0, np.int64) for n in spec.sparse_names}  # sorted, distinct
+        self.counts = {n: np.zeros(0, np.int64) for n in spec.sparse_names}  # rows of each id
         self.rows = 0
         self._sum = np.zeros(len(spec.dense_names))
         self._sumsq = np.zeros(len(spec.dense_names))
@@ -207,7 +321,12 @@ class ColumnStats:
 
     def add(self, frame: pd.DataFrame) -> None:
         for name in self.ids:
-            self.ids[name] = np.union1d(self.ids[name], np.unique(frame[name].to_numpy(np.int64)))
+            uniq, counts = np.unique(frame[name].to_numpy(np.int64), return_counts=True)
+            ids, counts = np.concatenate([self.ids[name], uniq]), np.concatenate([self.counts[name], counts])
+            order = np.argsort(ids, kind="stable")  # two sorted runs: the stable sort merges them in linear time
+            ids, counts = ids[order], counts[order]
+            starts = np.flatnonzero(np.concatenate([[True], ids[1:] != ids[:-1]])) if len(ids) else order
+            self.ids[name], self.counts[name] = ids[starts], np.add.reduceat(counts, starts) if len(ids) else counts
         raw = frame[self.spec.dense_names].to_numpy(np.float64)
         dense = _transform_dense(raw, _logged(self.spec))
         rownum = np.arange(self.rows, self.rows + len(frame))
