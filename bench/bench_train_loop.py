@@ -84,10 +84,10 @@ def make_inputs(rows: int, seed: int, lake: Path) -> dict[str, Any]:
 
 def run_ours(inputs: dict[str, Any], cfg: Any) -> dict[str, Any]:
     """train_student exactly as student_distill calls it; times its train_epochs call(s)."""
-    from ecat_tasks.models import continual, student
+    from ecat_tasks.models import student, trainer
     from ecat_tasks.storage import Layout
 
-    real = continual.train_epochs
+    real = trainer.train_epochs
     seen: dict[str, Any] = {"seconds": 0.0, "cpu_seconds": 0.0, "rows": 0, "losses": []}
 
     def timed(model: nn.Module, data: Any, *args: Any, **kwargs: Any) -> list[float]:
@@ -102,7 +102,7 @@ def run_ours(inputs: dict[str, Any], cfg: Any) -> dict[str, Any]:
         seen["vocab_sizes"] = {n: t.num_embeddings for n, t in model.embedding.tables.items()}
         return losses
 
-    continual.train_epochs = timed
+    trainer.train_epochs = timed
     try:
         with tempfile.TemporaryDirectory(prefix="bench-train-loop-") as tmp:
             t0 = time.perf_counter()
@@ -112,7 +112,7 @@ def run_ours(inputs: dict[str, Any], cfg: Any) -> dict[str, Any]:
             )
             seen["fit_day_s"] = time.perf_counter() - t0
     finally:
-        continual.train_epochs = real
+        trainer.train_epochs = real
     return seen
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import entire_space_parts, target_day, window_days
-from ecat_tasks.models.continual import Phase, fit_day
+from ecat_tasks.models.continual import Phase, Recipe, fit_day
 from ecat_tasks.storage import Layout
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,8 @@ def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     validation = target_day(ds, cfg, layout).validation
     manifest = fit_day(
         "teacher", ds, cfg, layout,
-        phases=[Phase(parts, cfg.teacher_epochs, name="cold_start" if cold else "daily")],
-        arch=teacher_arch(cfg), lr=cfg.teacher_lr, holdout=validation, task="teacher_refresh",
+        Recipe(teacher_arch(cfg), cfg.teacher_lr, [Phase(parts, cfg.teacher_epochs, name="cold_start" if cold else "daily")]),
+        holdout=validation, task="teacher_refresh",
         manifest_extra={"train_days": days},
     )
     log.info(

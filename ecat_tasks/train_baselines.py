@@ -35,7 +35,7 @@ from ecat_tasks.inputs import (
     candidates_part, graph_candidates_ids, source_part, source_sample_ids, source_subset_part, target_day,
     target_train_part,
 )
-from ecat_tasks.models.continual import Phase, checkpoint_arch, fit_day, load_model
+from ecat_tasks.models.continual import Phase, Recipe, checkpoint_arch, fit_day, load_model
 from ecat_tasks.models.reweighting import reweight
 from ecat_tasks.models.stream import Part
 from ecat_tasks.models.student import student_arch, train_student
@@ -123,8 +123,8 @@ def _fit_baseline(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
         arch = {**arch, "kind": "star"}
     else:
         raise ValueError(f"unknown baseline {model!r}")
-    return fit_day(model, ds, cfg, layout, phases, arch, cfg.student_lr, validation, task="train_comparison",
-                   init_from=init_from)
+    return fit_day(model, ds, cfg, layout, Recipe(arch, cfg.student_lr, phases), holdout=validation,
+                   task="train_comparison", init_from=init_from)
 
 
 def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_train: Part,

@@ -48,3 +48,18 @@ def test_models_import_no_step() -> None:
     for path in (REPO_ROOT / "ecat_tasks" / "models").glob("*.py"):
         module = f"ecat_tasks.models.{path.stem}"
         assert not _imports(_tree(module)) & set(STEP_MODULES), f"{module} imports a pipeline step"
+
+
+def test_trainer_store_and_model_stay_apart() -> None:
+    """fit_day's jobs live apart: the model module neither trains nor writes, the trainer builds
+    networks only through the model module and writes no checkpoint, the store trains nothing."""
+    model = _imports(_tree("ecat_tasks.models.model"))
+    trainer = _imports(_tree("ecat_tasks.models.trainer"))
+    store = _imports(_tree("ecat_tasks.models.store"))
+    writers = {"ecat_tasks.models.training.save_checkpoint", "ecat_tasks.storage.atomic_dir",
+               "ecat_tasks.storage.write_manifest"}
+    assert not model & (writers | {"ecat_tasks.models.trainer", "ecat_tasks.models.store",
+                                   "ecat_tasks.models.training.train_epochs"})
+    assert not trainer & (writers | {"ecat_tasks.models.networks"})
+    assert not store & {"ecat_tasks.models.trainer.train", "ecat_tasks.models.training.train_epochs",
+                        "ecat_tasks.models.networks"}

@@ -107,8 +107,8 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
         tables = [t.to_pandas() for t in LakeStream(parts, ["user_id", "scenario"]).tables()]
         return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["user_id", "scenario"])
 
-    def phases(args, kwargs, _):
-        return [rows(p.frame) for p in kwargs.get("phases", args[4] if len(args) > 4 else [])]
+    def phases(args, kwargs, _):  # fit_day(name, ds, cfg, layout, recipe, ...)
+        return [rows(p.frame) for p in kwargs.get("recipe", args[4] if len(args) > 4 else None).phases]
 
     for mod in (teacher_refresh, student, train_baselines):  # every caller of fit_day
         spy(mod, "fit_day", phases)

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ecat_tasks.models.continual import Phase, copy_embeddings, fit_day, load_model
+from ecat_tasks.models.continual import Phase, Recipe, copy_embeddings, fit_day, load_model
 from ecat_tasks.models.data import Encoders, Vocabulary
 from ecat_tasks.models.networks import RankingModel
 from ecat_tasks.storage import Layout
@@ -17,8 +17,8 @@ from test_models import _frame
 
 def _teacher(tmp_path, cfg) -> tuple[Layout, object]:
     layout = Layout(tmp_path)
-    fit_day("teacher", "2026-03-01", cfg, layout, [Phase(_frame(200, id_offset=0), 1)],
-            {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [8]}, 0.01)
+    fit_day("teacher", "2026-03-01", cfg, layout,
+            Recipe({"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [8]}, 0.01, [Phase(_frame(200, id_offset=0), 1)]))
     return layout, load_model(layout.model("teacher", "2026-03-01"))
 
 
@@ -28,7 +28,7 @@ def test_cold_student_takes_teacher_vocab_and_rows(tmp_path) -> None:
     few = _frame(200).iloc[:10]  # the student trains on a few rows only
     arch = {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [4]}
     # lr 0: the copied rows must be exactly the teacher's after "training"
-    fit_day("student", "2026-03-01", cfg, layout, [Phase(few, 1)], arch, 0.0, embedding_init=teacher)
+    fit_day("student", "2026-03-01", cfg, layout, Recipe(arch, 0.0, [Phase(few, 1)], embedding_init=teacher))
     student = load_model(layout.model("student", "2026-03-01"))
     for name, vocab in teacher.encoders.vocabs.items():
         ids = vocab.ids

@@ -129,7 +129,7 @@ def _bounded_spec(tmp_path: Path) -> Path:
 
 def test_warm_started_models_stay_bounded_and_score_unseen_ids_on_trained_rows(tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    from ecat_tasks.models.continual import Phase, fit_day, load_model
+    from ecat_tasks.models.continual import Phase, Recipe, fit_day, load_model
 
     monkeypatch.setenv(SPEC_ENV, str(_bounded_spec(tmp_path)))
     cfg = tiny_config()
@@ -137,12 +137,12 @@ def test_warm_started_models_stay_bounded_and_score_unseen_ids_on_trained_rows(t
     arch = {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [8]}
     days = (("2026-03-01", 0), ("2026-03-02", 10_000), ("2026-03-03", 20_000))
     for day, offset in days:
-        manifest = fit_day("m", day, cfg, layout, [Phase(_frame(600, id_offset=offset), 1)], arch, 0.01)
+        manifest = fit_day("m", day, cfg, layout, Recipe(arch, 0.01, [Phase(_frame(600, id_offset=offset), 1)]))
         model = load_model(layout.model("m", day))
         tables = model.model.embedding.tables
         assert tables["user_id"].num_embeddings <= 1 + 8 + 40 and tables["item_id"].num_embeddings <= 1 + 30
     assert tables["user_id"].num_embeddings == 1 + 8 + 40  # full after three days of 20 new ids each
-    again = fit_day("m", days[-1][0], cfg, layout, [Phase(_frame(600, id_offset=days[-1][1]), 1)], arch, 0.01)
+    again = fit_day("m", days[-1][0], cfg, layout, Recipe(arch, 0.01, [Phase(_frame(600, id_offset=days[-1][1]), 1)]))
     assert again["checksum"] == manifest["checksum"]  # same ids, same seed: the same rows, bit for bit
     fresh = _frame(300, id_offset=10**9)  # ids no day has seen
     probs = model.score(fresh, "click")

@@ -16,9 +16,11 @@ import torch
 from torch import nn
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.models.continual import LoadedModel, Phase, fit_day
+from ecat_tasks.models.continual import fit_day
 from ecat_tasks.models.distill import distillation_loss
+from ecat_tasks.models.model import LoadedModel
 from ecat_tasks.models.stream import Part, part_totals
+from ecat_tasks.models.trainer import Phase, Recipe, TrainHooks
 from ecat_tasks.models.training import LossFn, predict_logits
 from ecat_tasks.storage import Layout
 
@@ -43,6 +45,34 @@ def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> lis
     return phases
 
 
+class DistillHooks(TrainHooks):
+    """Adaptive distillation from a frozen teacher: its logits and hidden vectors are computed
+    once per slice of rows (fixed targets), a projection g maps the student's hidden space onto
+    the teacher's, and the loss is :func:`~ecat_tasks.models.distill.distillation_loss`."""
+
+    def __init__(self, teacher: LoadedModel, cfg: EcatConfig) -> None:
+        self.teacher, self.cfg = teacher, cfg
+
+    def modules(self, model: nn.Module) -> dict[str, nn.Module]:
+        # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
+        return {STUDENT_PROJECTION: nn.Linear(model.hidden_dim, self.teacher.model.hidden_dim)}
+
+    def inputs(self, model: LoadedModel, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+        t_logit, hidden = predict_logits(self.teacher.model, self.teacher.batchable(frame, self.cfg.label))
+        return {"t_logit": t_logit, "t_hidden": hidden}
+
+    def loss(self, model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
+        cfg, projection = self.cfg, extras[STUDENT_PROJECTION]
+
+        def loss(m: nn.Module, b: Any) -> torch.Tensor:
+            s_logit, h_s = m(b.sparse, b.dense)
+            return distillation_loss(
+                s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], projection,
+                cfg.kd_lambda, cfg.kd_temperature, cfg.kd_adaptive, cfg.kd_hidden, cfg.kd_logit,
+            )
+        return loss
+
+
 def train_student(
     name: str,
     ds: str,
@@ -64,35 +94,11 @@ def train_student(
     source_rows, source_weight_sum = part_totals(candidates)
     use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
 
-    def extra_data(student: LoadedModel, rows: pd.DataFrame) -> dict[str, torch.Tensor]:
-        if not use_kd:
-            return {}
-        t_logit, hidden = predict_logits(teacher.model, teacher.batchable(rows, cfg.label))
-        return {"t_logit": t_logit, "t_hidden": hidden}
-
-    def extra_modules(model: nn.Module) -> dict[str, nn.Module]:
-        if not use_kd:
-            return {}
-        # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
-        return {STUDENT_PROJECTION: nn.Linear(model.hidden_dim, teacher.model.hidden_dim)}
-
-    def loss_factory(model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
-        def loss(m: nn.Module, b: Any) -> torch.Tensor:
-            s_logit, h_s = m(b.sparse, b.dense)
-            if not use_kd:
-                return (nn.functional.binary_cross_entropy_with_logits(s_logit, b.label, reduction="none") * b.weight).mean()
-            return distillation_loss(
-                s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], extras[STUDENT_PROJECTION],
-                cfg.kd_lambda, cfg.kd_temperature, cfg.kd_adaptive, cfg.kd_hidden, cfg.kd_logit,
-            )
-        return loss
-
+    recipe = Recipe({**student_arch(cfg), "kd": use_kd}, cfg.student_lr, student_phases(target_train, candidates, cfg),
+                    hooks=DistillHooks(teacher, cfg) if use_kd else TrainHooks(),
+                    embedding_init=teacher if cfg.student_init_from_teacher else None)
     return fit_day(
-        name, ds, cfg, layout,
-        phases=student_phases(target_train, candidates, cfg),
-        arch={**student_arch(cfg), "kd": use_kd}, lr=cfg.student_lr, holdout=validation,
-        extra_modules=extra_modules, extra_data=extra_data, loss_factory=loss_factory, task=task,
-        embedding_init=teacher if cfg.student_init_from_teacher else None,
+        name, ds, cfg, layout, recipe, holdout=validation, task=task,
         manifest_extra={
             "target_rows": target_rows, "source_rows": source_rows, "source_weight_sum": source_weight_sum,
             "init_from_teacher": bool(cfg.student_init_from_teacher and teacher is not None),
