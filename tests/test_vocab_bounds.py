@@ -155,3 +155,33 @@ def test_warm_started_models_stay_bounded_and_score_unseen_ids_on_trained_rows(t
     for name, rows in (("user_id", np.unique(users)), ("item_id", np.array([0]))):
         now, before = tables[name].weight[rows], day2[name].weight[rows]
         assert now.abs().sum() > 0 and not np.allclose(now.detach().numpy(), before.detach().numpy()), name
+
+
+def test_a_cold_student_takes_a_bounded_teachers_ids_rows_and_buckets(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The student's vocabulary admits the teacher's ids (min_count aside) within its bounds,
+    and starts every row from the teacher's: own rows by id, the OOV row and the hash buckets."""
+    import torch
+
+    from ecat_tasks.models.continual import Phase, Recipe, fit_day, load_model
+
+    monkeypatch.setenv(SPEC_ENV, str(_bounded_spec(tmp_path)))
+    cfg = tiny_config()
+    layout = Layout(tmp_path / "home")
+    fit_day("teacher", "2026-03-01", cfg, layout,
+            Recipe({"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [8]}, 0.01,
+                   [Phase(pd.concat([_frame(600), _frame(600, id_offset=50)], ignore_index=True), 1)]))
+    teacher = load_model(layout.model("teacher", "2026-03-01"))
+    user = teacher.encoders.vocabs["user_id"]
+    assert len(user.ids) == 40 and user.hash_buckets == 8  # 40 distinct users qualified: the table is full
+    few = _frame(600, id_offset=1000).iloc[:20]  # the student's own rows: ids the teacher never saw
+    fit_day("student", "2026-03-01", cfg, layout,
+            Recipe({"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": [4]}, 0.0, [Phase(few, 1)],
+                   embedding_init=teacher))
+    student = load_model(layout.model("student", "2026-03-01"))
+    s_user = student.encoders.vocabs["user_id"]
+    assert np.array_equal(np.sort(s_user.ids), np.sort(user.ids))  # full with the teacher's: no room for its own
+    s_w, t_w = student.model.embedding.tables["user_id"].weight, teacher.model.embedding.tables["user_id"].weight
+    assert s_w.shape[0] == 1 + 8 + 40
+    assert torch.equal(s_w[torch.from_numpy(s_user.lookup(user.ids))], t_w[torch.from_numpy(user.lookup(user.ids))])
+    assert torch.equal(s_w[:9], t_w[:9])  # OOV row and buckets: what the teacher learned from rare ids
