@@ -21,7 +21,8 @@ Primary metric: **next day**. The models of day ``d`` (trained through ``d``) sc
 target row of ``d + 1``, which no model has trained on; the benchmark loads each day's
 checkpoints and scores them itself (so the per-row scores are at hand for the bootstrap) and,
 where ``metrics.json`` of ``d`` already holds a ``next_day`` entry (the pipeline's next-day
-scoring), checks that its own AUC equals it. Secondary: **cold start**, the same-day holdout
+scoring), checks that its own AUC and logloss equal it. The ``served`` row is the guard's choice
+of each day through the calibration fitted on that day's validation rows. Secondary: **cold start**, the same-day holdout
 users of ``d`` (``holdout`` in ``metrics.json``: users new to the mini-app that day). Both are
 averaged over the last ``--eval-days`` days that have a next day (default: all of them), then
 mean ± std over seeds.
@@ -199,7 +200,7 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
     """
     from ecat_tasks.config import EcatConfig
     from ecat_tasks.inputs import served_decision
-    from ecat_tasks.metrics import auc
+    from ecat_tasks.metrics import auc, logloss
     from ecat_tasks.report import scorable_models
     from ecat_tasks.storage import Layout
     from ecat_tasks.summary import next_day_scores
@@ -212,12 +213,13 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
         reported = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]
         for model, s in scores.items():
             pipeline = reported.get(model, {}).get("next_day")
-            if pipeline and not math.isclose(pipeline["auc"], auc(labels, s), abs_tol=1e-6):
-                raise RuntimeError(f"{model} ds={ds}: next-day AUC {auc(labels, s):.6f} here, "
-                                   f"{pipeline['auc']:.6f} in metrics.json: the benchmark scores differently")
+            for name, ours in (("auc", auc(labels, s)), ("logloss", logloss(labels, s))):
+                if pipeline and not math.isclose(pipeline[name], ours, abs_tol=1e-6):
+                    raise RuntimeError(f"{model} ds={ds}: next-day {name} {ours:.6f} here, "
+                                       f"{pipeline[name]:.6f} in metrics.json: the benchmark scores differently")
+        # "served" (scorable_models) is the guard's choice of the day through the calibration fitted on
+        # that day's validation rows: the probabilities the pipeline serves
         guard = served_decision(ds, layout)
-        if guard is not None:  # the served model is one of those scored: the guard's choice of the day
-            scores["served"] = scores[guard["served"]]
         out.append({"ds": ds, "scored_ds": nxt, "users": users, "labels": labels, "scores": scores,
                     "served": guard["served"] if guard is not None else None})
     return out
@@ -232,7 +234,7 @@ def day_metrics(ecat_home: Path, scored: list[dict[str, Any]]) -> dict[str, dict
         reported = json.loads((ecat_home / "reports" / f"ds={day['ds']}" / "metrics.json").read_text())["models"]
         out[day["ds"]] = {
             model: {"next_day": {k: v for k, v in all_metrics(day["users"], day["labels"], s).items() if k in METRICS},
-                    "cold_start": {k: float(reported[day["served"] if model == "served" else model]["holdout"][k])
+                    "cold_start": {k: float(reported[model if model in reported else day["served"]]["holdout"][k])
                                    for k in METRICS}}
             for model, s in day["scores"].items()
         }
@@ -336,7 +338,7 @@ def model_order(models: Sequence[str]) -> list[str]:
 
 def kind_of(model: str) -> str:
     if model == "served":
-        return "method (served: ECAT or the guard's fallback)"
+        return "method (served: ECAT or the guard's fallback, calibrated)"
     if model == "ecat":
         return "ECAT student"
     if model == "teacher":

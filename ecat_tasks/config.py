@@ -99,6 +99,8 @@ class EcatConfig:
     guard_enabled: bool = _f(True, "Negative-transfer guard: serve and promote the best on the validation slice of ECAT and every comparison model trained today (the baselines, the teacher, the ablations), simplest first.")
     guard_margin: float = _f(0.002, "Validation AUC lift a more complex candidate needs over a simpler one to be served (unless its bootstrap interval is above 0); the served model trails the best candidate, every baseline included, by at most this.", minimum=0.0, maximum=0.1)
     guard_window_days: int = _f(7, "Days of validation users' target rows the guard scores (the last ones of the lookback window).", minimum=1, maximum=60)
+    serve_calibration: bool = _f(True, "Calibrate the served model: sigmoid(slope * logit + intercept), slope > 0 so rankings are unchanged, fitted on the guard's validation rows and kept only when a cross-fit by user folds lowers their logloss; applied to its next-day scores, the report and the registered model.")
+    calibration_strength: float = _f(20.0, "L2 penalty (in rows' worth of logloss) pulling the calibration's slope and intercept towards identity (1, 0): with few validation rows the map stays near identity.", minimum=0.1, maximum=1_000_000.0)
     promote_min_lift: float = _f(0.0, "Student validation AUC must beat target-only's by more than this.", minimum=-1.0, maximum=1.0)
     promote_tolerance: float = _f(0.005, "Student validation AUC may trail the current champion's by at most this; the next day, a champion whose next-day AUC trails the version it replaced by more is rolled back.", minimum=0.0, maximum=1.0)
     registered_model: str = _f("ecat_student", "MLflow registered model name.", minLength=1, maxLength=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -18,11 +18,11 @@ import numpy as np
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import eval_sets, served_decision
 from ecat_tasks.metrics import all_metrics
-from ecat_tasks.models.continual import load_model
 from ecat_tasks.report import (
-    METRICS_FILE, checkpoint_checksum, guard_tags, model_dir, model_kind, newest_checkpoint_day, read_report, write_report,
+    METRICS_FILE, SERVED, checkpoint_checksum, guard_tags, load_scorer, model_dir, model_kind, newest_checkpoint_day,
+    read_report, write_report,
 )
-from ecat_tasks.storage import Layout, shift_ds
+from ecat_tasks.storage import MANIFEST, Layout, shift_ds
 from ecat_tasks.tracking import log_model_metrics
 
 log = logging.getLogger(__name__)
@@ -41,15 +41,17 @@ def trained_days(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, str | No
 
 def score_models(ds: str, cfg: EcatConfig, layout: Layout,
                  trained: dict[str, str | None] | None = None) -> dict[str, dict[str, dict[str, float]]]:
-    """metrics[model][eval_set] for every configured model that has a checkpoint."""
+    """metrics[model][eval_set] for every configured model that has a checkpoint, and ``served`` (the
+    guard's choice through its calibration: in-sample on the validation slice, which it was fitted on)."""
     sets = eval_sets(ds, cfg, layout)
     trained = trained_days(ds, cfg, layout) if trained is None else trained
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for name in models_to_evaluate(cfg):
+    served = [SERVED] if (model_dir(layout, SERVED, ds) / MANIFEST).is_file() else []
+    for name in models_to_evaluate(cfg) + served:
         if name in trained and trained[name] is None:
             log.warning("comparison model %s has no checkpoint on or before %s yet: not scored", name, ds)
             continue
-        loaded = load_model(layout.require(model_dir(layout, name, trained.get(name) or ds)))
+        loaded = load_scorer(layout, name, trained.get(name) or ds)
         out[name] = {}
         for set_name, frame in sets.items():
             probs = loaded.score(frame, cfg.label)
@@ -64,6 +66,7 @@ def guard_summary(ds: str, layout: Layout) -> dict[str, Any]:
         return {"served": "ecat", "kind": "ECAT", "fallback": False, "reason": "the guard did not run for this ds: ECAT served"}
     return {"served": m["served"], "kind": model_kind(m["served"]), "fallback": bool(m["fallback"]), "reason": m["reason"],
             "comparisons": m.get("comparisons", []), "excluded": m.get("excluded", {}),
+            "calibration": m.get("calibration"),
             "validation_rows": m.get("validation_rows")}
 
 
@@ -119,7 +122,7 @@ def evaluate(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str
     for model, sets in metrics.items():
         flat = {f"{s}_{k}": v for s, m in sets.items() for k, v in m.items()}
         log_model_metrics(cfg, layout.root, ds, model, flat, {"label": cfg.label, "seed": cfg.seed},
-                          tags=guard_tags(guard) if model in ("ecat", guard["served"]) else None)
+                          tags=guard_tags(guard) if model in ("ecat", guard["served"], SERVED) else None)
     prev = read_report(layout, shift_ds(ds, -1))
     prev_auc = (prev or {}).get("models", {}).get("ecat", {}).get("validation", {}).get("auc")
     if prev_auc is not None and ecat["auc"] < prev_auc - 0.02:

@@ -17,11 +17,14 @@ included) by at most ``guard_margin`` in validation AUC; near-ties go to the sim
 A candidate with non-finite or constant scores is left out, with its reason.
 ``models/served/ds=`` holds the decision (served model, reason, every comparison) in its
 manifest; evaluate puts it in the report and the MLflow tags, promote registers the served
-model's checkpoint.
+model's checkpoint. The served model's calibration (:mod:`ecat_tasks.models.calibration`),
+fitted on the same validation rows, goes into the manifest and ``calibration.json`` there:
+every use of the served model's probabilities (``served`` in the reports, the registry) applies it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -33,8 +36,9 @@ import pandas as pd
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import validation_window
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
+from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, fit_calibration
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import model_dir, model_kind
+from ecat_tasks.report import checkpoint_checksum, model_dir, model_kind
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, write_manifest
 
 log = logging.getLogger(__name__)
@@ -115,19 +119,25 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     t0 = time.perf_counter()
     layout.require(model_dir(layout, "ecat", ds))
     names = candidates(ds, cfg, layout)
-    frame = validation_window(ds, cfg, layout, cfg.guard_window_days) if cfg.guard_enabled else pd.DataFrame()
+    reads = cfg.guard_enabled or cfg.serve_calibration
+    frame = validation_window(ds, cfg, layout, cfg.guard_window_days) if reads else pd.DataFrame()
+    users, labels = (frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()) if len(frame) else (None, None)
+    scores: dict[str, np.ndarray] = {}
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
         why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else
                "no validation rows in the window" if len(frame) == 0 else "no fallback trained today")
         decision = GuardDecision("ecat", f"{why}: ECAT served", [], {})
     else:
         scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names}
-        decision = decide(frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, cfg.guard_margin,
-                          seed=cfg.seed)
+        decision = decide(users, labels, scores, cfg.guard_margin, seed=cfg.seed)
+    cal = calibrate(decision.served, ds, cfg, layout, frame, scores)
     out = layout.model(SERVED_AREA, ds)
     clean_stale_tmp(out.parent)
     with atomic_dir(out) as tmp:
-        write_manifest(tmp, "guard", ds, served=decision.served, kind=model_kind(decision.served),
+        (tmp / CALIBRATION_FILE).write_text(json.dumps(
+            {**cal.to_dict(), "model": decision.served, "model_checksum": checkpoint_checksum(layout, decision.served, ds)},
+            indent=1, sort_keys=True))
+        write_manifest(tmp, "guard", ds, served=decision.served, kind=model_kind(decision.served), calibration=cal.to_dict(),
                        fallback=decision.fallback, reason=decision.reason,
                        checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
                        excluded=decision.excluded, comparisons=decision.comparisons, validation_rows=int(len(frame)),
@@ -136,7 +146,22 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     secs = time.perf_counter() - t0
     fallback = f" ({model_kind(decision.served)}; FALLBACK: ECAT not served)" if decision.fallback else ""
     line = (f"guard ds={ds}: serving {decision.served}{fallback} -- "
-            f"{decision.reason}; {len(frame)} validation rows, candidates {', '.join(names)}; {out} in {secs:.1f}s")
+            f"{decision.reason}; {cal.describe()}; {len(frame)} validation rows, candidates {', '.join(names)}; "
+            f"{out} in {secs:.1f}s")
     (log.warning if decision.fallback else log.info)(line)
     return {"ds": ds, "served": decision.served, "fallback": decision.fallback, "reason": decision.reason,
-            "path": str(out), "seconds": round(secs, 2)}
+            "calibrated": cal.fitted, "path": str(out), "seconds": round(secs, 2)}
+
+
+def calibrate(served: str, ds: str, cfg: EcatConfig, layout: Layout, frame: pd.DataFrame,
+              scores: dict[str, np.ndarray]) -> Calibration:
+    """The served model's calibration, fitted on the guard's validation rows (identity, with the reason, when off)."""
+    if not cfg.serve_calibration:
+        return Calibration(reason="serve_calibration=false")
+    if len(frame) == 0:
+        return Calibration(reason="no validation rows in the window")
+    probs = scores.get(served)
+    if probs is None:
+        probs = load_model(layout.require(model_dir(layout, served, ds))).score(frame, cfg.label)
+    return fit_calibration(frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), probs, cfg.calibration_strength,
+                           seed=cfg.seed)

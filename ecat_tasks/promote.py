@@ -2,7 +2,8 @@
 
 The served model is the negative-transfer guard's choice (``report["guard"]``: ECAT's student,
 or a fallback -- an ablation, a baseline or the teacher -- when the transfer did not pay on the
-validation slice); ECAT's student when the guard did not run. Its own checkpoint is registered.
+validation slice); ECAT's student when the guard did not run. Its own checkpoint is registered,
+with the calibration the guard fitted for it (the registered model's probabilities are calibrated).
 The gate reads the validation slice of ``ds`` and nothing else. The model passes when its
 validation AUC beats the target-only baseline's by more than ``promote_min_lift`` (unless it is
 target_only itself) and trails
@@ -21,7 +22,8 @@ from typing import Any
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import eval_sets
 from ecat_tasks.metrics import auc
-from ecat_tasks.report import guard_tags, model_dir, model_kind, read_report, write_report
+from ecat_tasks.models.calibration import CALIBRATION_FILE
+from ecat_tasks.report import SERVED, guard_tags, model_dir, model_kind, read_report, write_report
 from ecat_tasks.storage import Layout
 from ecat_tasks.tracking import (
     ALIAS, RegistryError, champion_version, client, current_champion, register_model, score_version,
@@ -81,10 +83,12 @@ def promote(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str,
                                 "replaced_version": None, "version": None,
                                 "champion_version": champ_v}
     if passes:
+        calibration = model_dir(layout, SERVED, ds) / CALIBRATION_FILE  # the guard's: absent when it did not run
         registered = register_model(
             cfg, layout.root, ds, model_dir(layout, served, ds), validation.head(5),
             tags={"ds": ds, "validation_auc": f"{student_auc:.6f}", "gate": reason,
                   "replaced_version": champ_v or "", **guard_tags(guard)},
+            calibration=calibration if calibration.is_file() else None,
         )
         client(cfg, layout.root).set_registered_model_alias(cfg.registered_model, ALIAS, str(registered.version))
         decision.update(version=str(registered.version), replaced_version=champ_v,

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 PLOT_FILE = "auc_history.png"
 SETS = ("next_day", "validation", "holdout")
+SERVED = "served"  # the report's row of the model the guard serves, its calibration applied
 CARRIED_DIRS = ("validation",)  # validate's output lives in the same partition
 
 
@@ -53,15 +54,37 @@ def model_dir(layout: Layout, name: str, ds: str) -> Path:
 
 
 def model_kind(name: str) -> str:
-    """What a reported model is: ``ECAT`` (the student), ``ablation``, ``teacher`` or ``baseline``."""
-    return "ECAT" if name == "ecat" else "ablation" if name.startswith("ecat_") else "teacher" if name == "teacher" else "baseline"
+    """What a reported model is: ``ECAT`` (the student), ``ablation``, ``teacher``, ``baseline``, or
+    ``served`` (the guard's choice of the day through its calibration)."""
+    if name in ("teacher", SERVED):
+        return name
+    return "ECAT" if name == "ecat" else "ablation" if name.startswith("ecat_") else "baseline"
+
+
+def load_scorer(layout: Layout, name: str, ds: str) -> Any:
+    """What scores a reported model of ``ds`` (``.score(frame, label)``): its checkpoint; for ``served``,
+    the checkpoint of the guard's choice with the calibration fitted for it (``models/served/ds=``)."""
+    from ecat_tasks.models.continual import load_model
+
+    if name != SERVED:
+        return load_model(layout.require(model_dir(layout, name, ds)))
+    from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, CalibratedModel, read_calibration
+
+    served_dir = layout.require(model_dir(layout, SERVED, ds))
+    chosen = read_manifest(served_dir)["served"]
+    path = served_dir / CALIBRATION_FILE
+    cal = read_calibration(path) if path.is_file() else Calibration(reason="no calibration recorded")
+    return CalibratedModel(load_model(layout.require(model_dir(layout, chosen, ds))), cal)
 
 
 def guard_tags(guard: dict[str, Any]) -> dict[str, str]:
     """MLflow tags of the guard's decision (ECAT's run, the served model's run, the registered version)."""
+    cal = guard.get("calibration") or {}
     return {"served": str(guard["served"]), "served_kind": model_kind(str(guard["served"])),
             "guard_fallback": str(bool(guard["fallback"])).lower(),
-            "guard_reason": str(guard["reason"])[:5000]}
+            "guard_reason": str(guard["reason"])[:5000],
+            "calibration": (f"slope={cal['slope']:.6f} intercept={cal['intercept']:.6f}" if cal.get("fitted")
+                            else f"identity: {cal.get('reason', 'not recorded')}")[:5000]}
 
 
 def newest_checkpoint_day(layout: Layout, name: str, ds: str) -> str | None:
@@ -72,9 +95,10 @@ def newest_checkpoint_day(layout: Layout, name: str, ds: str) -> str | None:
 
 
 def scorable_models(layout: Layout, ds: str) -> dict[str, str]:
-    """Every model that can be scored as ``ds``'s: ECAT and the teacher of ``ds``, and each
-    comparison model's newest checkpoint on or before ``ds`` (name -> its day)."""
-    out = {n: ds for n in ("ecat", "teacher") if (model_dir(layout, n, ds) / MANIFEST).is_file()}
+    """Every model that can be scored as ``ds``'s: ECAT, the teacher and the served model (the guard's
+    choice, calibrated) of ``ds``, and each comparison model's newest checkpoint on or before ``ds``
+    (name -> its day)."""
+    out = {n: ds for n in ("ecat", "teacher", SERVED) if (model_dir(layout, n, ds) / MANIFEST).is_file()}
     base = layout.root / "models" / "baselines"
     if base.is_dir():
         for d in sorted(p.name for p in base.iterdir() if p.is_dir()):
@@ -199,8 +223,10 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
     guard = report.get("guard")
     if guard:
         kind = f"{model_kind(str(guard['served']))}; FALLBACK: ECAT not served" if guard.get("fallback") else "ECAT"
+        cal = guard_tags(guard)["calibration"]
         decision.append(f"<p><b>Served model: {html.escape(str(guard['served']))}</b> ({kind}; negative-transfer guard, "
-                        f"validation slice): {html.escape(str(guard.get('reason', '')))}</p>")
+                        f"validation slice): {html.escape(str(guard.get('reason', '')))}. Its probabilities are "
+                        f"calibrated (row <code>served</code>): {html.escape(cal)}</p>")
     parts += decision or ["<p>No promotion decision recorded for this day yet.</p>"]
 
     if nxt:
@@ -241,8 +267,10 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
                 rows.append(f"<tr{style}><td>{html.escape(model)}</td>" + "".join(
                     f"<td>{_f(m[k])}</td>" for k in ("auc", "gauc", "logloss", "calibration")) + f"<td>{m['rows']}</td></tr>")
         if rows:
+            note = ("<p><code>served</code> is calibrated on these validation users' rows: its logloss here is "
+                    "in-sample.</p>" if set_name == "validation" and SERVED in models else "")
             parts.append(f"<h2>{title}</h2><table><tr><th>model</th><th>AUC</th><th>GAUC</th><th>logloss</th>"
-                         f"<th>calib.</th><th>rows</th></tr>{''.join(rows)}</table>")
+                         f"<th>calib.</th><th>rows</th></tr>{''.join(rows)}</table>{note}")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>ECAT report {html.escape(ds)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 8px;border-bottom:1px solid #ddd;text-align:right}}
 td:first-child{{text-align:left}}</style></head><body>

@@ -1,7 +1,8 @@
 """score_previous_day: yesterday's models on all of today's target rows (the primary metric).
 
 A model trained through day d-1 serves day d, so every model of d-1 (ECAT's student, the
-teacher, each baseline and ablation with a checkpoint) is scored on every validated target
+teacher, each baseline and ablation with a checkpoint, and ``served``: the guard's choice
+through the calibration fitted on d-1's validation rows) is scored on every validated target
 row of d, which no model has trained on. This runs before anything trains on d. It writes
 into d-1's report (``next_day`` in metrics.json, csv, html) and d-1's MLflow runs
 (``next_day_*``), with ECAT's lift over each model by a paired bootstrap over users.
@@ -23,8 +24,7 @@ import pandas as pd
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import target_rows
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
-from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import checkpoint_checksum, model_dir, read_report, scorable_models, write_report
+from ecat_tasks.report import checkpoint_checksum, load_scorer, read_report, scorable_models, write_report
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import (
     ALIAS, add_run_metrics, champion_version, client, score_version, versions_of_day,
@@ -101,7 +101,7 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
     scores: dict[str, np.ndarray] = {}
     metrics: dict[str, dict[str, Any]] = {}
     for name in names:
-        probs = np.asarray(load_model(model_dir(layout, name, days[name])).score(frame, cfg.label), np.float64)
+        probs = np.asarray(load_scorer(layout, name, days[name]).score(frame, cfg.label), np.float64)
         if not np.isfinite(probs).all():
             log.error("score_previous_day ds=%s: model %s of %s gives non-finite scores on %s: not scored", ds, name, prev, ds)
             continue

@@ -73,14 +73,17 @@ def served_table(layout: Layout) -> list[str]:
     teacher), its validation AUC (what the guard decided on) and its next-day scores."""
     from ecat_tasks.report import model_kind
 
-    lines = ["| ds | served | kind | validation AUC | next-day AUC | next-day logloss | guard's reason |",
-             "|---|---|---|---|---|---|---|"]
+    from ecat_tasks.report import SERVED, guard_tags
+
+    lines = ["| ds | served | kind | validation AUC | next-day AUC | next-day logloss (calibrated) | calibration "
+             "| guard's reason |", "|---|---|---|---|---|---|---|---|"]
     for report in _reports(layout):
-        guard = report.get("guard") or {"served": "ecat", "reason": "the guard did not run"}
-        sets = report["models"].get(guard["served"], {})
+        guard = report.get("guard") or {"served": "ecat", "fallback": False, "reason": "the guard did not run"}
+        sets = report["models"].get(SERVED) or report["models"].get(guard["served"], {})
         lines.append(f"| {report['ds']} | {guard['served']} | {model_kind(guard['served'])} "
                      f"| {_f(sets.get('validation'), 'auc')} | {_f(sets.get('next_day'), 'auc')} "
-                     f"| {_f(sets.get('next_day'), 'logloss')} | {guard['reason'].replace('|', '/')} |")
+                     f"| {_f(sets.get('next_day'), 'logloss')} | {guard_tags(guard)['calibration'].replace('|', '/')} "
+                     f"| {guard['reason'].replace('|', '/')} |")
     return lines
 
 
@@ -98,13 +101,11 @@ def next_day_scores(layout: Layout, checkpoints: dict[str, str], next_ds: str,
                     label: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Users and labels of ``next_ds``'s target rows and each model's scores of them;
     ``checkpoints``: model -> the day of its checkpoint (``report.scorable_models``)."""
-    from ecat_tasks.models.continual import load_model
     from ecat_tasks.models.data import read_lake
-    from ecat_tasks.report import model_dir
+    from ecat_tasks.report import load_scorer
 
     frame = read_lake([layout.require(layout.lake("target", next_ds))])
-    scores = {m: np.asarray(load_model(layout.require(model_dir(layout, m, day))).score(frame, label), np.float64)
-              for m, day in checkpoints.items()}
+    scores = {m: np.asarray(load_scorer(layout, m, day).score(frame, label), np.float64) for m, day in checkpoints.items()}
     return frame["user_id"].to_numpy(), frame[label].to_numpy(), scores
 
 

@@ -155,12 +155,15 @@ def _pyfunc_class() -> type:
     import mlflow.pyfunc
 
     class EcatStudentModel(mlflow.pyfunc.PythonModel):
-        """Scores a frame of ``samples`` rows with a checkpointed ECAT model (probabilities)."""
+        """Scores a frame of ``samples`` rows with a checkpointed model, through its calibration (probabilities)."""
 
         def load_context(self, context: Any) -> None:
+            from ecat_tasks.models.calibration import Calibration, CalibratedModel, read_calibration
             from ecat_tasks.models.continual import load_model
 
-            self.loaded = load_model(Path(context.artifacts["checkpoint"]))
+            path = context.artifacts.get("calibration")  # versions registered before calibration have none
+            cal = read_calibration(path) if path else Calibration(reason="registered without calibration")
+            self.loaded = CalibratedModel(load_model(Path(context.artifacts["checkpoint"])), cal)
 
         def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> np.ndarray:
             return self.loaded.score(model_input, "click")
@@ -169,8 +172,9 @@ def _pyfunc_class() -> type:
 
 
 def register_model(cfg: EcatConfig, root: Path, ds: str, checkpoint_dir: Path, example: pd.DataFrame,
-                   tags: dict[str, str]) -> Any:
-    """Log the checkpoint as a pyfunc model and register it; returns the ModelVersion."""
+                   tags: dict[str, str], calibration: Path | None = None) -> Any:
+    """Log the checkpoint (and the ``calibration.json`` its scores pass through) as a pyfunc model
+    and register it; returns the ModelVersion."""
     import mlflow
 
     import ecat_tasks
@@ -180,7 +184,7 @@ def register_model(cfg: EcatConfig, root: Path, ds: str, checkpoint_dir: Path, e
         info = mlflow.pyfunc.log_model(
             name="student",
             python_model=_pyfunc_class()(),
-            artifacts={"checkpoint": str(checkpoint_dir)},
+            artifacts={"checkpoint": str(checkpoint_dir), **({"calibration": str(calibration)} if calibration else {})},
             code_paths=[str(Path(ecat_tasks.__file__).parent)],
             input_example=example,
             registered_model_name=cfg.registered_model,

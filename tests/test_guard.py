@@ -13,10 +13,14 @@ from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.guard import CANDIDATES, candidates, decide, guard
-from ecat_tasks.inputs import eval_sets, validation_window
+from bench.quality import score_next_day
+from ecat_tasks.inputs import eval_sets, target_rows, validation_window
+from ecat_tasks.metrics import logloss
+from ecat_tasks.models.calibration import Calibration
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.promote import ALIAS, promote
 from ecat_tasks.report import model_dir
+from ecat_tasks.score_previous_day import score_previous_day
 from ecat_tasks.storage import MANIFEST
 from ecat_tasks.student_distill import student_distill
 from ecat_tasks.teacher_refresh import teacher_refresh
@@ -148,6 +152,10 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     teacher = model_dir(layout, "teacher", ds)
     real = guard_module.load_model
     monkeypatch.setattr(guard_module, "load_model", lambda d: real(d) if d == teacher else _Reversed(real(d)))
+    # a fixed calibration (its fit is tested in test_calibration): every use of the served model applies it
+    cal = Calibration(slope=0.5, intercept=0.3, fitted=True, reason="fitted", rows=1, cv_logloss_raw=0.7,
+                      cv_logloss_calibrated=0.6)
+    monkeypatch.setattr(guard_module, "fit_calibration", lambda *a, **k: cal)
     with caplog.at_level(logging.INFO, logger="ecat_tasks"):
         out = guard(ds, cfg, layout)
     assert out["served"] == "teacher" and out["fallback"]
@@ -159,6 +167,8 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     assert [c["switch"] for c in manifest["comparisons"]] == [True, False, False]
     line = [r for r in caplog.records if r.getMessage().startswith(f"guard ds={ds}")]
     assert line and line[0].levelname == "WARNING" and "serving teacher (teacher; FALLBACK" in line[0].getMessage()
+    assert "calibration slope 0.500 intercept +0.300" in line[0].getMessage()
+    assert manifest["calibration"] == cal.to_dict()
 
     evaluate(ds, cfg, layout)
     report = json.loads((layout.report(ds) / "metrics.json").read_text())
@@ -166,6 +176,11 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     assert report["summary"]["served"] == "teacher"
     assert report["summary"]["served_auc"] == report["models"]["teacher"]["validation"]["auc"]
     assert "Served model: teacher</b> (teacher; FALLBACK" in (layout.report(ds) / "report.html").read_text()
+    validation = eval_sets(ds, cfg, layout)["validation"]
+    raw = load_model(teacher).score(validation, cfg.label)
+    served = report["models"]["served"]["validation"]  # the teacher through its calibration
+    assert served["auc"] == report["models"]["teacher"]["validation"]["auc"]
+    assert np.isclose(served["logloss"], logloss(validation[cfg.label].to_numpy(), cal.apply(raw)))
     mc = client(cfg, layout.root)
     exp = mc.get_experiment_by_name(EXPERIMENT)
     for model in ("ecat", "teacher"):
@@ -175,12 +190,19 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
 
     result = promote(ds, cfg, layout)
     assert result["promoted"] and result["served"] == "teacher"
-    validation = eval_sets(ds, cfg, layout)["validation"]
     registered = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@{ALIAS}")
-    expected = load_model(teacher).score(validation, cfg.label)
-    assert np.allclose(np.asarray(registered.predict(validation)), expected)  # the teacher's checkpoint
+    assert np.allclose(np.asarray(registered.predict(validation)), cal.apply(raw))  # the teacher's checkpoint, calibrated
     promotion = json.loads((layout.report(ds) / "metrics.json").read_text())["promotion"]
     assert promotion["served"] == "teacher" and promotion["reason"].startswith("teacher (teacher, guard fallback)")
+
+    # the next day: the pipeline and bench.quality score the served row with the same calibrated probabilities
+    score_previous_day(DAYS[1], cfg, layout)
+    nxt = target_rows(DAYS[1], layout)
+    expected = cal.apply(load_model(teacher).score(nxt, cfg.label))
+    pipeline = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]["served"]["next_day"]
+    assert np.isclose(pipeline["logloss"], logloss(nxt[cfg.label].to_numpy(), expected))
+    bench = score_next_day(layout.root, {}, [(ds, DAYS[1])])[0]
+    assert bench["served"] == "teacher" and np.allclose(bench["scores"]["served"], expected)
 
 
 def test_a_comparison_model_not_trained_today_is_no_candidate(layout, cfg):

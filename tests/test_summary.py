@@ -97,6 +97,19 @@ def test_cli_prints_every_section(two_days, monkeypatch, capsys):
 
 def test_served_table_names_the_guards_choice_whatever_it_is(two_days):
     rows = summary.served_table(two_days)
-    assert rows[2] == ("| 2026-03-01 | target_only | baseline | - | 0.6100 | 0.6000 "
+    assert rows[2] == ("| 2026-03-01 | target_only | baseline | - | 0.6100 | 0.6000 | identity: not recorded "
                        "| target_only has the best validation AUC |")
-    assert rows[3].startswith("| 2026-03-02 | ecat | ECAT | - | - | - | the guard did not run |")
+    assert rows[3].startswith("| 2026-03-02 | ecat | ECAT | - | - | - | identity: not recorded | the guard did not run |")
+
+
+def test_served_table_reads_the_calibrated_served_row(tmp_path):
+    layout = Layout(tmp_path)
+    _write(layout, "2026-03-01", {
+        "ds": "2026-03-01", "label": "click",
+        "models": {"star": {"validation": _m(0.70), "next_day": _m(0.66)},
+                   "served": {"validation": _m(0.70), "next_day": {**_m(0.66), "logloss": 0.55}}},
+        "guard": {"served": "star", "fallback": True, "reason": "star has the best validation AUC",
+                  "calibration": {"fitted": True, "slope": 0.9, "intercept": 0.5}},
+    })
+    assert summary.served_table(layout)[2] == ("| 2026-03-01 | star | baseline | 0.7000 | 0.6600 | 0.5500 "
+                                               "| slope=0.900000 intercept=0.500000 | star has the best validation AUC |")
