@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import importlib
 import logging
+import math
 import os
 import time
 from typing import Any, Mapping
@@ -175,7 +176,19 @@ def _run_step(step: str, ds: str, params: Mapping[str, Any], **kwargs: Any) -> d
     if step == "score_previous_day" and manifest.get("champion_check") == "rolled_back":
         notify_oncall(f"ECAT ROLLBACK ds={ds}", f"ECAT ROLLBACK ds={ds}: {manifest.get('champion_reason')}", {"ds": ds})
     log.info("step %s ds=%s finished in %.1fs", step, ds, time.perf_counter() - t0)
-    return manifest
+    return json_safe(manifest)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float as None: a manifest becomes the task's XCom (JSON),
+    and an undefined metric (a GAUC over a slice where no user has both labels) is NaN."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
 
 
 def _check_conf(func: Any, ds: str, cfg: EcatConfig) -> dict[str, Any]:

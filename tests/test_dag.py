@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,12 +123,40 @@ def test_trigger_with_bad_conf_is_refused_naming_the_field(serialized: None, con
     assert f"Invalid input for param {field}" in out.stderr + out.stdout
 
 
+TINY_CONF = dict(min_target_rows=50, min_source_rows=100, lookback_days=2, teacher_epochs=1, student_epochs=1,
+                 reweight_epochs=1, batch_size=1024, teacher_hidden=[32, 16], student_hidden=[16, 8], walks_per_seed=2,
+                 promote_min_lift=-1.0, promote_tolerance=1.0)
+
+
 @pytest.fixture(scope="module")
 def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, list[str]]:
     """`airflow dags test` for two consecutive days on a tiny warehouse, every task and model."""
     home = tmp_path_factory.mktemp("dag_home")
     days = ["2026-04-01", "2026-04-02"]
     seed_warehouse(home / "warehouse.duckdb", days[0], len(days), 25_000)
+    _dags_test(home, days, TINY_CONF)
+    return Layout(home), days
+
+
+@pytest.fixture(scope="module")
+def other_spec_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, str]:
+    """One day of the DAG on another team's table, through its spec file alone
+    (tests/specs/other_names.yaml: other names, no conversion label, no device feature).
+    Kept cheap: 10,000 rows, one comparison model, no ablation."""
+    from ecat_tasks.spec import load_spec
+    from test_spec import GENERATED, OTHER
+
+    home = tmp_path_factory.mktemp("other_spec_home")
+    ds = "2026-04-01"
+    seed_warehouse(home / "warehouse.duckdb", ds, 1, 10_000, spec=load_spec(OTHER), generated=GENERATED)
+    conf = {**TINY_CONF, "feature_spec": str(OTHER.relative_to(ROOT)), "lookback_days": 1,
+            "baselines": ["target_only"], "ablations": []}
+    _dags_test(home, [ds], conf)
+    return Layout(home), ds
+
+
+def _dags_test(home: Path, days: list[str], conf: dict) -> None:
+    """`airflow dags test` of ``days`` in order, in an Airflow home and metadata DB of their own."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("AIRFLOW_CONN_ECAT_WAREHOUSE", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")}
     # Its own Airflow metadata DB: asset URIs follow ECAT_HOME, and one DB holds one ECAT_HOME.
@@ -135,18 +164,29 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout, list[str
     env = json.loads(subprocess.run(
         ["bash", "-c", f'source "{ROOT}/scripts/env.sh" && {sys.executable} -c "import os, json; print(json.dumps(dict(os.environ)))"'],
         env=env, capture_output=True, text=True, check=True).stdout)
-    conf = dict(min_target_rows=50, min_source_rows=100, lookback_days=2, teacher_epochs=1, student_epochs=1,
-                reweight_epochs=1, batch_size=1024, teacher_hidden=[32, 16], student_hidden=[16, 8], walks_per_seed=2,
-                promote_min_lift=-1.0, promote_tolerance=1.0)
-    migrated = _airflow("db", "migrate", env=env)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    _migrated_db(Path(env["AIRFLOW_HOME"]), env)
     for ds in days:
         out = _airflow("dags", "test", "ecat_daily", ds, "--conf", json.dumps(conf), env=env)
         log = out.stdout + out.stderr
         (home / f"dags_test_{ds}.log").write_text(log)  # the whole log, for when the tail is not enough
         assert out.returncode == 0, f"full log: {home / f'dags_test_{ds}.log'}\n" + log[-4000:]
         assert "failed" not in _run_state(env, ds), log[-4000:]
-    return Layout(home), days
+
+
+_MIGRATED: list[Path] = []  # a migrated metadata DB, copied into each further Airflow home (migrate costs ~20 s)
+
+
+def _migrated_db(airflow_home: Path, env: dict[str, str]) -> None:
+    """A freshly migrated metadata DB in ``airflow_home``: migrated once per session, copied after."""
+    airflow_home.mkdir(parents=True, exist_ok=True)
+    if _MIGRATED:
+        shutil.copy(_MIGRATED[0], airflow_home / "airflow.db")
+        return
+    migrated = _airflow("db", "migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    template = airflow_home.parent.parent / "migrated-airflow.db"  # pytest's base temp dir
+    shutil.copy(airflow_home / "airflow.db", template)
+    _MIGRATED.append(template)
 
 
 def _run_state(env: dict[str, str], ds: str) -> str:
@@ -176,3 +216,21 @@ def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
         assert 0.0 <= metrics["next_day"]["auc"] <= 1.0
     assert set(second["models"]["ecat"]) == {"validation", "holdout"} and "next_day" not in second
     assert first["promotion"]["promoted"] and first["next_day"]["champion_check"]["decision"] == "kept"
+
+
+def test_another_teams_table_runs_end_to_end_through_its_spec(other_spec_day: tuple[Layout, str]) -> None:
+    from ecat_tasks.models.continual import load_model
+    from ecat_tasks.spec import load_spec
+    from test_spec import OTHER
+
+    layout, ds = other_spec_day
+    spec = load_spec(OTHER)
+    report = json.loads((layout.report(ds) / "metrics.json").read_text())
+    assert {"ecat", "teacher", "target_only"} <= set(report["models"])
+    for metrics in report["models"].values():
+        assert 0.0 <= metrics["holdout"]["auc"] <= 1.0
+    assert read_manifest(layout.lake("target", ds))["columns"] == spec.lake_names  # no conversion, no device
+    for name in ("teacher", "student"):
+        loaded = load_model(layout.model(name, ds))
+        assert list(loaded.model.embedding.tables) == spec.sparse_names
+        assert loaded.encoders.spec.dense_names == ["price", "activity", "popularity"]
