@@ -1,31 +1,31 @@
-"""MovieLens-100K mapped onto the warehouse contract (ARCHITECTURE.md §3), for benchmarks.
+"""MovieLens-100K as a warehouse table in its own columns, for benchmarks (spec: specs/movielens.yaml).
 
 The ratings come from the ml-100k atomic files shipped inside the ``recbole==1.2.1`` wheel,
 which is fetched once with ``pip download`` into a git-ignored cache and read in place with
 ``zipfile``. The data's licence forbids redistribution: never commit the cache or a
 warehouse built from it.
 
-Mapping (one row per rating, 100,000 rows):
+The table ``ratings`` (one row per rating, 100,000 rows) keeps MovieLens's own notions; the
+pipeline reads it through ``specs/movielens.yaml`` alone, no code maps it onto the demo's columns:
 
-* scenario: ratings of items whose genre list contains ``target_genre`` form the target
-  mini-app (``mini_app``, the pipeline's default target); every other rating takes the item's
-  first genre, lower-cased with ``'`` dropped and other punctuation as ``_`` (``comedy``,
-  ``drama``, ``childrens``, ``sci_fi``, ...), so the entire space has many scenarios.
-* labels: ``click = rating >= 4``, ``conversion = rating == 5``.
-* user features: ``user_age = age // 10``, ``user_gender`` (M 0, F 1), ``user_city`` = index
-  of the occupation in sorted order, ``user_activity`` = the user's rating count.
-* item features: ``category_id`` = 100 + index of the first genre in the canonical ML-100K
-  genre order, ``item_brand`` = release decade index (``year // 10 - 192``), ``item_price`` =
-  years since 1920 (float), ``item_popularity`` = the item's rating count over the largest
-  item rating count, in (0, 1]. Counts are taken over the whole data set (all days), a small
-  look-ahead that is acceptable for a benchmark, not for a production feature.
-* ``device = 0``; ``hour`` = hour of the original timestamp (UTC).
-* days: the ratings, ordered by (timestamp, user_id, item_id), are cut into ``n_days``
+* ``rating_id = f"ml-{user}-{movie}"`` (ML-100K has one rating per user and movie),
+  ``user_id`` and ``movie_id`` the raw ML ids.
+* ``genre_group`` (the scenario): ratings of movies whose genre list contains ``target_genre``
+  form the target mini-app (``mini_app``, the pipeline's default target); every other rating
+  takes the movie's first genre, lower-cased with ``'`` dropped and other punctuation as ``_``
+  (``comedy``, ``drama``, ``childrens``, ``sci_fi``, ...), so the entire space has many scenarios.
+* labels: ``liked = rating >= 4``, ``loved = rating == 5``.
+* user columns: ``age_group = age // 10``, ``gender`` (``M``/``F``), ``occupation``,
+  ``zip_prefix`` (the zip code's first three characters), ``user_ratings`` (the user's rating count).
+* movie columns: ``genre`` (first genre), ``genres`` (the whole list, space separated),
+  ``release_year``, ``movie_age`` (1998 minus the release year), ``movie_popularity`` (the
+  movie's rating count over the largest, in (0, 1]). Counts are taken over the whole data set
+  (all days), a small look-ahead that is acceptable for a benchmark, not for a production feature.
+* ``hour_of_day``: hour of the original timestamp (UTC).
+* days: the ratings, ordered by (timestamp, user_id, movie_id), are cut into ``n_days``
   consecutive buckets of equal size (timestamp quantiles; ties at a boundary are split in
-  that order). Bucket ``b`` becomes the synthetic day ``start_ds + b`` and ``event_ts`` is
-  moved onto that day keeping the original time of day, so ``ds`` and ``event_ts`` agree.
-* ids: ``user_id`` and ``item_id`` are the raw ML ids, ``sample_id = f"ml-{user}-{item}"``
-  (ML-100K has one rating per user and item).
+  that order). Bucket ``b`` becomes the day ``start_ds + b`` (``day``) and ``rated_at`` is
+  moved onto that day keeping the original time of day, so ``day`` and ``rated_at`` agree.
 
 CLI: ``python -m bench.movielens --warehouse PATH [--target-genre Film-Noir] [--days 14]``.
 """
@@ -51,8 +51,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from ecat_tasks.config import REPO_ROOT
+from ecat_tasks.spec import FeatureSpec, load_spec, quote_table
 from ecat_tasks.storage import file_sha256, parse_ds
-from ecat_tasks.synthetic import SAMPLES_DDL
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +64,16 @@ WHEEL_NAME = "recbole-1.2.1-py3-none-any.whl"
 WHEEL_SHA256 = "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407"
 MEMBER_PREFIX = "recbole/dataset_example/ml-100k/ml-100k."
 TARGET_SCENARIO = "mini_app"
+SPEC_PATH = REPO_ROOT / "specs" / "movielens.yaml"
+RELEASE_REFERENCE_YEAR = 1998  # the last year of ML-100K's ratings
 DOWNLOAD_TIMEOUT_S = 300
 
-# The genre order of the original ML-100K u.genre file; category_id = 100 + index.
-GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)
 _ARROW_TYPES = {"VARCHAR": pa.string(), "DATE": pa.date32(), "TIMESTAMP": pa.timestamp("us"),
                 "BIGINT": pa.int64(), "DOUBLE": pa.float64()}
+
+
+def movielens_spec() -> FeatureSpec:
+    return load_spec(SPEC_PATH)
 
 
 class MovieLensUnavailable(RuntimeError):
@@ -141,16 +142,17 @@ def load_movielens(cache_dir: Path | str = DEFAULT_CACHE_DIR) -> tuple[pd.DataFr
 
 @functools.lru_cache(maxsize=1)
 def samples_schema() -> pa.Schema:
-    """The Arrow schema of SAMPLES_DDL, read from the DDL itself (column order included)."""
+    """The Arrow schema of the spec's table, read from its DDL (column order included)."""
     import duckdb
 
+    spec = movielens_spec()
     with duckdb.connect() as con:
-        con.execute(SAMPLES_DDL)
-        described = con.execute("DESCRIBE samples").fetchall()
+        con.execute(spec.ddl())
+        described = con.execute(f"DESCRIBE {quote_table(spec.table)}").fetchall()
     fields = []
     for name, sql_type, null, *_ in described:
         if sql_type not in _ARROW_TYPES:
-            raise TypeError(f"SAMPLES_DDL column {name} has type {sql_type}, unknown to the MovieLens adapter")
+            raise TypeError(f"{spec.path}: column {name} has type {sql_type}, unknown to the MovieLens adapter")
         fields.append(pa.field(name, _ARROW_TYPES[sql_type], nullable=(null == "YES")))
     return pa.schema(fields)
 
@@ -165,9 +167,6 @@ def _scenario_name(genre: str) -> str:
 def _item_table(items: pd.DataFrame) -> pd.DataFrame:
     genres = items["class"].str.split()
     first = genres.str[0].fillna("unknown")
-    known = {g: i for i, g in enumerate(GENRES)}
-    extra = sorted(set(first) - set(known))  # never seen in ml-100k; kept after the canonical ones
-    known.update({g: len(GENRES) + i for i, g in enumerate(extra)})
     year = pd.to_numeric(items["release_year"], errors="coerce")
     from_title = pd.to_numeric(items["movie_title"].str.extract(r"\((\d{4})\)\s*$")[0], errors="coerce")
     year = year.fillna(from_title)
@@ -176,22 +175,22 @@ def _item_table(items: pd.DataFrame) -> pd.DataFrame:
     if missing:
         log.info("%d item(s) without a release year get the median year", missing)
     return pd.DataFrame({
-        "item_id": items["item_id"].astype(np.int64),
-        "genres": genres,
-        "first_genre": first,
-        "category_id": first.map(known).astype(np.int64) + 100,
-        "item_brand": np.maximum(year // 10 - 192, 0).astype(np.int64),
-        "item_price": np.maximum(year - 1920, 0).astype(float),
+        "movie_id": items["item_id"].astype(np.int64),
+        "genre_list": genres,
+        "genre": first,
+        "genres": genres.str.join(" "),
+        "release_year": year,
+        "movie_age": np.maximum(RELEASE_REFERENCE_YEAR - year, 0).astype(float),
     })
 
 
 def _user_table(users: pd.DataFrame) -> pd.DataFrame:
-    occupations = {o: i for i, o in enumerate(sorted(users["occupation"].unique()))}
     return pd.DataFrame({
         "user_id": users["user_id"].astype(np.int64),
-        "user_age": (users["age"].astype(np.int64) // 10),
-        "user_gender": (users["gender"].str.upper() == "F").astype(np.int64),
-        "user_city": users["occupation"].map(occupations).astype(np.int64),
+        "age_group": (users["age"].astype(np.int64) // 10),
+        "gender": users["gender"].str.upper(),
+        "occupation": users["occupation"],
+        "zip_prefix": users["zip_code"].str.strip().str[:3].str.upper(),
     })
 
 
@@ -209,65 +208,67 @@ def build_movielens_samples(
     start_ds: str = "2026-01-01",
     cache_dir: Path | str = DEFAULT_CACHE_DIR,
 ) -> pd.DataFrame:
-    """ML-100K as ``samples`` rows: one per rating, columns in SAMPLES_DDL order.
+    """ML-100K as rows of the ``ratings`` table: one per rating, columns in the spec's DDL order.
 
-    ``ds`` and ``event_ts`` are ``datetime64[us]`` (as DuckDB hands DATE and TIMESTAMP back);
-    ids, features and labels are int64 / float64. Raises :class:`MovieLensUnavailable` when
-    the wheel is neither cached nor downloadable, ``ValueError`` on an unknown genre.
+    ``day`` and ``rated_at`` are ``datetime64[us]`` (as DuckDB hands DATE and TIMESTAMP back).
+    Raises :class:`MovieLensUnavailable` when the wheel is neither cached nor downloadable,
+    ``ValueError`` on an unknown genre.
     """
     start = parse_ds(start_ds)
     inter, users, items = load_movielens(cache_dir)
     if not 1 <= n_days <= len(inter):
         raise ValueError(f"n_days must be in [1, {len(inter)}], got {n_days}")
     genre = _resolve_genre(target_genre, items)
-    item_t = _item_table(items)
+    movie_t = _item_table(items)
     user_t = _user_table(users)
 
-    df = inter.merge(item_t, on="item_id", how="left", validate="many_to_one")
+    df = inter.rename(columns={"item_id": "movie_id"})
+    df = df.merge(movie_t, on="movie_id", how="left", validate="many_to_one")
     df = df.merge(user_t, on="user_id", how="left", validate="many_to_one")
-    if df["category_id"].isna().any() or df["user_age"].isna().any():
-        raise ValueError("ratings reference users or items missing from the ml-100k .user/.item files")
+    if df["genre"].isna().any() or df["age_group"].isna().any():
+        raise ValueError("ratings reference users or movies missing from the ml-100k .user/.item files")
 
     # Days: equal-size buckets of the time order; the time of day is kept on the synthetic day.
-    df = df.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
+    df = df.sort_values(["timestamp", "user_id", "movie_id"], kind="stable").reset_index(drop=True)
     bucket = (np.arange(len(df), dtype=np.int64) * n_days) // len(df)
     seconds_of_day = df["timestamp"].to_numpy() % 86_400
     midnight = np.datetime64(start.isoformat(), "D") + bucket.astype("timedelta64[D]")
-    ds = midnight.astype("datetime64[us]")
-    event_ts = ds + seconds_of_day.astype("timedelta64[s]").astype("timedelta64[us]")
+    day = midnight.astype("datetime64[us]")
+    rated_at = day + seconds_of_day.astype("timedelta64[s]").astype("timedelta64[us]")
 
-    is_target = df["genres"].map(lambda gs: genre in gs).to_numpy(bool)
-    scenario = np.where(is_target, TARGET_SCENARIO, df["first_genre"].map(_scenario_name).to_numpy(object))
-    counts_item = df.groupby("item_id")["item_id"].transform("size").to_numpy()
+    is_target = df["genre_list"].map(lambda gs: genre in gs).to_numpy(bool)
+    scenario = np.where(is_target, TARGET_SCENARIO, df["genre"].map(_scenario_name).to_numpy(object))
+    counts_movie = df.groupby("movie_id")["movie_id"].transform("size").to_numpy()
     counts_user = df.groupby("user_id")["user_id"].transform("size").to_numpy()
     rating = df["rating"].to_numpy()
 
     out = pd.DataFrame({
-        "sample_id": ("ml-" + df["user_id"].astype(str) + "-" + df["item_id"].astype(str)).astype(str),
-        "ds": ds,
-        "event_ts": event_ts,
-        "scenario": pd.Series(scenario, dtype=str),
+        "rating_id": ("ml-" + df["user_id"].astype(str) + "-" + df["movie_id"].astype(str)).astype(str),
+        "day": day,
+        "rated_at": rated_at,
+        "genre_group": pd.Series(scenario, dtype=str),
         "user_id": df["user_id"].astype(np.int64),
-        "item_id": df["item_id"].astype(np.int64),
-        "category_id": df["category_id"].astype(np.int64),
-        "user_age": df["user_age"].astype(np.int64),
-        "user_gender": df["user_gender"].astype(np.int64),
-        "user_city": df["user_city"].astype(np.int64),
-        "item_brand": df["item_brand"].astype(np.int64),
-        "device": np.zeros(len(df), np.int64),
-        "hour": (seconds_of_day // 3600).astype(np.int64),
-        "item_price": df["item_price"].astype(float),
-        "user_activity": counts_user.astype(float),
-        "item_popularity": counts_item / counts_item.max(),
-        "click": (rating >= 4).astype(np.int64),
-        "conversion": (rating == 5).astype(np.int64),
+        "movie_id": df["movie_id"].astype(np.int64),
+        "genre": df["genre"].astype(str),
+        "age_group": df["age_group"].astype(np.int64),
+        "gender": df["gender"].astype(str),
+        "occupation": df["occupation"].astype(str),
+        "zip_prefix": df["zip_prefix"].astype(str),
+        "release_year": df["release_year"].astype(np.int64),
+        "genres": df["genres"].astype(str),
+        "hour_of_day": (seconds_of_day // 3600).astype(np.int64),
+        "user_ratings": counts_user.astype(float),
+        "movie_popularity": counts_movie / counts_movie.max(),
+        "movie_age": df["movie_age"].astype(float),
+        "liked": (rating >= 4).astype(np.int64),
+        "loved": (rating == 5).astype(np.int64),
     })
     columns = samples_schema().names
     missing = set(columns) - set(out.columns)
     if missing:
-        raise ValueError(f"SAMPLES_DDL columns the MovieLens mapping does not produce: {sorted(missing)}")
-    if not out["sample_id"].is_unique:
-        raise ValueError("sample_id is not unique: the ratings file holds a user/item pair twice")
+        raise ValueError(f"{SPEC_PATH.name} columns the MovieLens table does not produce: {sorted(missing)}")
+    if not out["rating_id"].is_unique:
+        raise ValueError("rating_id is not unique: the ratings file holds a user/movie pair twice")
     log.info("MovieLens-100K: %d ratings, target genre %s -> %d %s rows, %d days from %s",
              len(out), genre, int(is_target.sum()), TARGET_SCENARIO, n_days, start_ds)
     return out[columns]
@@ -277,7 +278,8 @@ def build_movielens_samples(
 # Warehouse
 # ----------------------------------------------------------------------------------------
 def summarize(samples: pd.DataFrame, target_scenario: str = TARGET_SCENARIO) -> dict[str, Any]:
-    """Rows, days, per-day target rows and positive rates, scenario sizes."""
+    """Rows, days, per-day target rows and positive rates (click = liked), scenario sizes."""
+    samples = samples.rename(columns={c.source: c.name for c in movielens_spec().lake_columns()})
     ds = samples["ds"].dt.strftime("%Y-%m-%d")
     tgt = samples["scenario"] == target_scenario
     by_day = samples[tgt].groupby(ds[tgt])
@@ -342,7 +344,7 @@ def seed_movielens_warehouse(
 ) -> dict[str, Any]:
     """Write MovieLens-100K as the ``samples`` table of the DuckDB file ``path``.
 
-    The table is created from SAMPLES_DDL and every existing row is replaced, in one
+    The table is created from the spec's DDL and every existing row is replaced, in one
     transaction. Returns :func:`summarize`'s stats plus ``target_genre``, ``warehouse`` and
     ``seconds``, ``thin_target_days`` (target days under 50 rows) and
     ``pipeline_default_checks`` (the default validation bounds this data would fail).
@@ -353,13 +355,14 @@ def seed_movielens_warehouse(
     samples = build_movielens_samples(target_genre, n_days, start_ds, cache_dir)
     table = pa.Table.from_pandas(samples, schema=samples_schema(), preserve_index=False)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    spec = movielens_spec()
     with duckdb.connect(str(path)) as con:
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(SAMPLES_DDL)
-            con.execute("DELETE FROM samples")
+            con.execute(spec.ddl())
+            con.execute(f"DELETE FROM {quote_table(spec.table)}")
             con.register("ml_samples_view", table)
-            con.execute("INSERT INTO samples SELECT * FROM ml_samples_view")
+            con.execute(f"INSERT INTO {quote_table(spec.table)} SELECT * FROM ml_samples_view")
             con.unregister("ml_samples_view")
             con.execute("COMMIT")
         except BaseException:

@@ -262,3 +262,13 @@ def test_a_spec_error_fails_the_first_task_naming_the_column(tmp_path: Path, oth
     with pytest.raises(AirflowFailException, match=r"SpecError: .*missing column 'price' \(dense price\)"):
         airflow_edge.run_step("check_conf", DAYS[0], {"feature_spec": str(OTHER)})
     assert not (tmp_path / "home").exists()
+
+
+def test_readme_example_spec_is_complete_and_is_the_tested_one() -> None:
+    """The README's "Bring your own table" spec parses, and is the one the DAG test runs end to end."""
+    import yaml
+
+    section = (REPO_ROOT / "README.md").read_text().split("## Bring your own table", 1)[1].split("\n## ", 1)[0]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert parse_spec(example, str(OTHER)) == load_spec(OTHER)
+    assert "python -m ecat_tasks.spec check" in section and '"feature_spec"' in section
