@@ -125,7 +125,7 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     scores: dict[str, np.ndarray] = {}
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
         why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else
-               "no validation rows in the window" if len(frame) == 0 else "no fallback trained today")
+               "no validation rows in the window" if len(frame) == 0 else "no other candidate trained today")
         decision = GuardDecision("ecat", f"{why}: ECAT served", [], {})
     else:
         scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names}
