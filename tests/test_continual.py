@@ -58,6 +58,22 @@ def test_architecture_change_is_refused_with_the_file_named(layout, cfg):
         teacher_refresh(D2, cfg.replace(teacher_hidden=[64, 16]), layout)
 
 
+def test_a_spec_change_is_refused_not_warm_started(layout, cfg, tmp_path):
+    """A checkpoint records its features: a spec without one of them cannot warm-start from it."""
+    import yaml
+
+    from ecat_tasks.spec import DEMO_SPEC_PATH
+
+    teacher_refresh(D1, cfg, layout)
+    data = yaml.safe_load(DEMO_SPEC_PATH.read_text())
+    data["sparse"] = [f for f in data["sparse"] if f["column"] != "device"]
+    (tmp_path / "no_device.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(CheckpointError, match="a spec change needs a new chain") as err:
+        teacher_refresh(D2, cfg.replace(feature_spec=str(tmp_path / "no_device.yaml")), layout)
+    assert "'device'" in str(err.value)
+    assert not layout.model("teacher", D2).exists()
+
+
 def test_student_distills_and_warm_starts(layout, cfg):
     for ds in DAYS:
         graph_select(ds, cfg, layout)
