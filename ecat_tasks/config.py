@@ -49,6 +49,7 @@ class EcatConfig:
     holdout_by: str = _f("user", "Hold out whole users or single samples.", enum=["user", "sample"])
     extract_batch_rows: int = _f(250_000, "Rows per Parquet batch when extracting.", minimum=1_000, maximum=5_000_000)
     # --- validation ---------------------------------------------------------------------
+    validate_chunk_rows: int = _f(250_000, "Rows per chunk that validate's Great Expectations suite sees at once: its memory is bounded by this, not by the day's rows.", minimum=100, maximum=5_000_000)
     min_target_rows: int = _f(200, "A target day with fewer rows fails validation.", minimum=1, maximum=100_000_000)
     min_source_rows: int = _f(1_000, "A source day with fewer rows fails validation.", minimum=1, maximum=1_000_000_000)
     label_rate_min: float = _f(0.0005, "Lowest plausible positive rate of the label.", minimum=0.0, maximum=1.0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,9 +109,20 @@ def served_decision(ds: str, layout: Layout) -> dict[str, Any] | None:
     return read_manifest(path.parent) if path.is_file() else None
 
 
-def read_partition(path: Path) -> pd.DataFrame:
-    """One whole partition (staged or published) as a frame."""
-    return pd.read_parquet(path)
+def partition_batches(path: Path, rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """A partition's rows (staged or published) in file order, at most ``rows`` at a time; one
+    empty table for an empty partition. Memory is bounded by ``rows``, not by the partition."""
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
+    empty = True
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=rows, columns=columns):
+            empty = False
+            yield pa.Table.from_batches([batch])
+    if empty:
+        schema = pq.read_schema(files[0])
+        yield schema.empty_table() if columns is None else schema.empty_table().select(list(columns))
 
 
 def lake_table(path: Path, columns: Sequence[str]) -> pa.Table:

@@ -8,6 +8,8 @@ staging into the lake, so downstream tasks never read bad data.
 
 from __future__ import annotations
 
+import copy
+import datetime
 import json
 import logging
 import os
@@ -15,14 +17,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import PermanentError
-from ecat_tasks.inputs import read_partition
-from ecat_tasks.models.data import dense_psi
+from ecat_tasks.inputs import partition_batches
+from ecat_tasks.models.data import DenseHistogram
 from ecat_tasks.spec import FeatureSpec, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, drop_partition, publish_staged, read_manifest, shift_ds
 
@@ -72,8 +76,14 @@ def build_expectations(domain: str, ds: str, rows_min: int, cfg: EcatConfig, spe
     return exps
 
 
-def _read(path: Path) -> pd.DataFrame:
-    frame = read_partition(path)
+RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 5}
+
+
+def _frame(table: pa.Table, offset: int) -> pd.DataFrame:
+    """A chunk as GX sees it, indexed by its row numbers in the partition (so GX's unexpected
+    index lists are the partition's)."""
+    frame = table.to_pandas()
+    frame.index = pd.RangeIndex(offset, offset + len(frame))
     if "ds" in frame.columns:  # compare the partition day as text, whatever the reader's date type
         frame["ds"] = frame["ds"].astype(str)
     # GX 1.24's type check does not recognise pandas 3's default string dtype: hand it objects.
@@ -81,6 +91,169 @@ def _read(path: Path) -> pd.DataFrame:
         if pd.api.types.is_string_dtype(frame[col].dtype):
             frame[col] = frame[col].astype(object)
     return frame
+
+
+def _chunks(path: Path, rows: int, columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """The partition's rows in file order as GX frames, at most ``rows`` at a time."""
+    offset = 0
+    for table in partition_batches(path, rows, columns):
+        yield _frame(table, offset)
+        offset += table.num_rows
+
+
+class _Partition:
+    """What the suite needs of a whole partition, accumulated chunk by chunk: rows, the label's
+    sum, and one 64-bit hash per non-null sample_id (8 bytes a row, never the rows)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.rows = 0
+        self.label_sum = 0
+        self.label_count = 0
+        self.id_nulls = 0
+        self._hashes: list[np.ndarray] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        self.rows += len(frame)
+        if self.label in frame and pd.api.types.is_numeric_dtype(frame[self.label].dtype):
+            values = frame[self.label].dropna()
+            self.label_sum += values.sum()
+            self.label_count += len(values)
+        if "sample_id" in frame:
+            ids = frame["sample_id"]
+            present = ids.notna().to_numpy()
+            self.id_nulls += int((~present).sum())
+            self._hashes.append(pd.util.hash_array(ids.to_numpy()[present]))
+
+    def label_mean(self) -> float:
+        return float(self.label_sum / self.label_count) if self.label_count else float("nan")
+
+    def duplicates(self, path: Path, chunk_rows: int) -> tuple[int, list[Any], list[int]]:
+        """(rows whose sample_id occurs more than once, the first five such values, their row numbers).
+
+        Equal hashes are only candidates: a second pass over the sample_id column alone counts
+        the candidates' actual values, so a hash collision never fails a day."""
+        hashes = np.sort(np.concatenate(self._hashes)) if self._hashes else np.zeros(0, np.uint64)
+        self._hashes = []
+        candidates = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+        del hashes
+        if not len(candidates):
+            return 0, [], []
+        counts: dict[Any, int] = {}
+        first_rows: dict[Any, list[int]] = {}
+        for frame in _chunks(path, chunk_rows, ["sample_id"]):
+            ids = frame["sample_id"]
+            ids = ids[ids.notna()]
+            hit = ids[np.isin(pd.util.hash_array(ids.to_numpy()), candidates)]
+            for row, value in hit.items():
+                counts[value] = counts.get(value, 0) + 1
+                rows = first_rows.setdefault(value, [])
+                if len(rows) < RESULT_FORMAT["partial_unexpected_count"]:
+                    rows.append(row)
+        duplicated = [v for v, c in counts.items() if c > 1]
+        first = sorted((row, v) for v in duplicated for row in first_rows[v])[:RESULT_FORMAT["partial_unexpected_count"]]
+        return sum(counts[v] for v in duplicated), [v for _, v in first], [row for row, _ in first]
+
+
+def _raised(result: Any) -> bool:
+    """Whether GX could not evaluate an expectation (its metrics or its check raised)."""
+    info = result.exception_info or {}
+    return bool(info.get("raised_exception")) or bool(info) and "raised_exception" not in info
+
+
+def _merge_chunk_results(results: list[Any]) -> tuple[bool, dict[str, Any]]:
+    """One expectation's (success, result) over the whole partition from its per-chunk results."""
+    from great_expectations.expectations.expectation import _format_map_output
+
+    if "unexpected_count" not in (results[0].result or {}):  # not row by row (column exists, column dtype)
+        failed = next((r for r in results if not r.success), results[0])
+        return failed.success, copy.deepcopy(failed.result)
+    sums = {k: sum(r.result.get(k) or 0 for r in results) for k in ("element_count", "missing_count", "unexpected_count")}
+    limit = RESULT_FORMAT["partial_unexpected_count"]
+    values = [v for r in results for v in r.result.get("partial_unexpected_list", [])][:limit]
+    index = [i for r in results for i in r.result.get("partial_unexpected_index_list", [])][:limit]
+    nonnull = sums["element_count"] - sums["missing_count"] if "missing_count" in results[0].result else None
+    out = _format_map_output(
+        result_format={**RESULT_FORMAT, "include_unexpected_rows": False}, success=all(r.success for r in results),
+        element_count=sums["element_count"], nonnull_count=nonnull, unexpected_count=sums["unexpected_count"],
+        unexpected_list=values, unexpected_index_list=index if "partial_unexpected_index_list" in results[0].result else None,
+    )
+    return out["success"], out["result"]
+
+
+def _whole_partition_metrics(exp: Any, part: _Partition, path: Path, chunk_rows: int) -> dict[str, Any] | None:
+    """The metrics of an expectation that needs the whole partition (row count, unique sample_id,
+    label mean), from the streamed pass; None for every other expectation."""
+    from great_expectations.core.metric_function_types import SummarizationMetricNameSuffixes as S
+
+    kind, column = exp.expectation_type, exp.configuration.kwargs.get("column")
+    if kind == "expect_table_row_count_to_be_between":
+        return {"table.row_count": part.rows}
+    if kind == "expect_column_mean_to_be_between" and column == part.label:
+        return {"column.mean": part.label_mean()}
+    if kind == "expect_column_values_to_be_unique" and column == "sample_id":
+        count, values, index = part.duplicates(path, chunk_rows)
+        return {"table.row_count": part.rows, f"column_values.nonnull.{S.UNEXPECTED_COUNT.value}": part.id_nulls,
+                f"{exp.map_metric}.{S.UNEXPECTED_COUNT.value}": count,
+                f"{exp.map_metric}.{S.UNEXPECTED_VALUES.value}": values,
+                f"{exp.map_metric}.{S.UNEXPECTED_INDEX_LIST.value}": index}
+    return None
+
+
+def _validate_partition(batch_def: Any, suite: Any, path: Path, cfg: EcatConfig,
+                        drift: DenseHistogram | None) -> tuple[Any, int]:
+    """The suite's result over a whole partition, read ``validate_chunk_rows`` rows at a time.
+
+    GX validates every chunk; row-by-row expectations add up their counts (the examples and
+    row numbers are the partition's first five), column-level ones take the first failing
+    chunk's result, and the expectations that need the whole partition (row count, unique
+    sample_id, label mean) are decided by GX from metrics of one streamed pass. The result is
+    the one a single GX run over the whole partition gives, in its order.
+    """
+    from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
+    from great_expectations.validator.validation_statistics import calc_validation_statistics
+
+    part = _Partition(cfg.label)
+    per_chunk: dict[str, list[Any]] = {}
+    first = None
+    for frame in _chunks(path, cfg.validate_chunk_rows):
+        result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite, result_format=RESULT_FORMAT)
+        first = first or result
+        for r in result.results:
+            per_chunk.setdefault(r.expectation_config.id, []).append(r)
+        part.add(frame)
+        if drift is not None:
+            drift.add(frame)
+        del frame, result
+    by_id = {exp.id: exp for exp in suite.expectations}
+    merged = []
+    for r in first.results:  # GX's order: expectations it could not evaluate first, then the suite's
+        chunk_results = per_chunk[r.expectation_config.id]
+        failed = next((c for c in chunk_results if _raised(c)), None)
+        if failed is not None:  # GX could not evaluate it (a missing column): as GX reports it
+            merged.append(copy.deepcopy(failed))
+            continue
+        out = copy.deepcopy(r)
+        exp = by_id[r.expectation_config.id]
+        metrics = _whole_partition_metrics(exp, part, path, cfg.validate_chunk_rows)
+        if metrics is None:
+            out.success, out.result = _merge_chunk_results(chunk_results)
+        else:
+            decided = exp._validate(metrics=metrics, runtime_configuration={"result_format": RESULT_FORMAT})
+            out.success, out.result = decided["success"], decided["result"]
+        merged.append(out)
+    stats = calc_validation_statistics(merged)
+    meta = copy.deepcopy(first.meta)
+    meta.get("batch_markers", {}).pop("pandas_data_fingerprint", None)  # one chunk's, not the partition's
+    meta["chunks"] = {"rows": cfg.validate_chunk_rows, "count": len(next(iter(per_chunk.values())))}
+    return ExpectationSuiteValidationResult(
+        success=stats.success, results=merged, suite_name=suite.name,
+        statistics={"evaluated_expectations": stats.evaluated_expectations,
+                    "successful_expectations": stats.successful_expectations,
+                    "unsuccessful_expectations": stats.unsuccessful_expectations,
+                    "success_percent": stats.success_percent},
+        meta=meta, batch_id=first.batch_id,
+    ), part.rows
 
 
 def _failure_lines(suite_result: Any) -> list[str]:
@@ -105,17 +278,24 @@ def _failure_lines(suite_result: Any) -> list[str]:
     return lines
 
 
-def dense_drift(ds: str, frame: pd.DataFrame, cfg: EcatConfig, layout: Layout) -> tuple[dict[str, Any], list[str]]:
-    """PSI of each dense feature of the day's entire space against the warm-start teacher's profile.
-
-    Warns above ``drift_psi_warn``; returns a failure line per feature above ``drift_psi_fail``.
-    """
+def drift_profile(ds: str, layout: Layout) -> tuple[str | None, dict[str, dict] | None]:
+    """(day, dense profile) of the warm-start teacher before ``ds``; (None, None) without one."""
     prev = layout.latest_before("models/teacher", ds)
     profile = read_manifest(layout.model("teacher", prev)).get("dense_profile") if prev else None
     if not profile:
         log.info("validate ds=%s: no warm-start teacher profile before this day, dense drift not checked", ds)
+        return None, None
+    return prev, profile
+
+
+def dense_drift(ds: str, prev: str | None, hist: DenseHistogram | None, cfg: EcatConfig) -> tuple[dict[str, Any], list[str]]:
+    """PSI of each dense feature of the day's entire space against the warm-start teacher's profile.
+
+    Warns above ``drift_psi_warn``; returns a failure line per feature above ``drift_psi_fail``.
+    """
+    if hist is None:
         return {}, []
-    psi = dense_psi(frame, profile)
+    psi = hist.psi()
     failed = []
     for name, value in psi.items():
         if cfg.drift_psi_fail and value > cfg.drift_psi_fail:
@@ -127,50 +307,59 @@ def dense_drift(ds: str, frame: pd.DataFrame, cfg: EcatConfig, layout: Layout) -
 
 
 def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec) -> dict[str, Any]:
-    """Run both suites on the staged day ``ds``; raise :class:`ValidationFailed` on any failure."""
+    """Run both suites on the staged day ``ds``; raise :class:`ValidationFailed` on any failure.
+
+    Each partition streams through the suite ``validate_chunk_rows`` rows at a time
+    (:func:`_validate_partition`), so memory does not grow with the day's rows.
+    """
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     logging.getLogger("great_expectations").setLevel(logging.WARNING)  # keep task logs readable
     import great_expectations as gx
+    from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
 
     t0 = time.perf_counter()
-    frames = {d: _read(layout.require(layout.staging(d, ds))) for d in ("target", "source")}
+    paths = {d: layout.require(layout.staging(d, ds)) for d in ("target", "source")}
     summary: dict[str, Any] = {"ds": ds, "domains": {}}
-    failures: dict[str, list[str]] = {}
-    summary["drift"], drift_failures = dense_drift(ds, pd.concat(frames.values(), ignore_index=True), cfg, layout)
-    if drift_failures:
-        failures["drift"] = drift_failures
+    prev, profile = drift_profile(ds, layout)
+    hist = DenseHistogram(profile) if profile else None
+    results: dict[str, Any] = {}
     report_dir = layout.report(ds) / "validation"
     with tempfile.TemporaryDirectory(prefix="ecat-gx-") as gx_root, atomic_dir(report_dir) as out:
         ctx = gx.get_context(mode="file", project_root_dir=gx_root)
         ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
         source = ctx.data_sources.add_pandas("lake")
-        for domain, frame in frames.items():
+        run_id = RunIdentifier(run_time=datetime.datetime.now(datetime.timezone.utc))
+        for domain, path in paths.items():
             rows_min = cfg.min_target_rows if domain == "target" else cfg.min_source_rows
             suite = ctx.suites.add(gx.ExpectationSuite(name=f"{domain}_suite"))
             for exp in build_expectations(domain, ds, rows_min, cfg, spec):
                 suite.add_expectation(exp)
             batch_def = source.add_dataframe_asset(domain).add_batch_definition_whole_dataframe("whole")
-            vd = ctx.validation_definitions.add(gx.ValidationDefinition(name=f"{domain}_{ds}", data=batch_def, suite=suite))
-            checkpoint = ctx.checkpoints.add(gx.Checkpoint(
-                name=f"{domain}_checkpoint", validation_definitions=[vd],
-                actions=[gx.checkpoint.UpdateDataDocsAction(name="data_docs")],
-                result_format={"result_format": "SUMMARY", "partial_unexpected_count": 5},
-            ))
-            result = checkpoint.run(batch_parameters={"dataframe": frame})
-            suite_result = next(iter(result.run_results.values()))
+            suite_result, rows = _validate_partition(batch_def, suite, path, cfg, hist)
+            suite_result.meta.update(run_id=run_id, validation_time=run_id.run_time)
+            key = ValidationResultIdentifier(expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+                                             run_id=run_id, batch_identifier=suite_result.batch_id)
+            ctx.validation_results_store.store_validation_results(suite_result, key)
             (out / f"{domain}_result.json").write_text(json.dumps(suite_result.to_json_dict(), indent=1, default=str))
             stats = suite_result.statistics
             summary["domains"][domain] = {
-                "rows": int(len(frame)),
+                "rows": rows,
                 "evaluated": int(stats["evaluated_expectations"]),
                 "failed": int(stats["unsuccessful_expectations"]),
             }
-            if not suite_result.success:
-                failures[domain] = _failure_lines(suite_result)
+            results[domain] = suite_result
+        ctx.build_data_docs()
         docs = Path(gx_root) / "gx" / "uncommitted" / "data_docs" / "local_site"
         if docs.is_dir():
             shutil.copytree(docs, out / "data_docs")
+        summary["drift"], drift_failures = dense_drift(ds, prev, hist, cfg)
+        failures: dict[str, list[str]] = {"drift": drift_failures} if drift_failures else {}
+        failures.update({d: _failure_lines(r) for d, r in results.items() if not r.success})
         summary["passed"] = not failures
         summary["failures"] = failures
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -187,8 +376,9 @@ def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec) ->
     t, s = summary["domains"]["target"], summary["domains"]["source"]
     log.info(
         "validate ds=%s passed: target %d rows (%d expectations), source %d rows (%d expectations) in %.1fs "
-        "(%.0f rows/s); report %s",
-        ds, t["rows"], t["evaluated"], s["rows"], s["evaluated"], secs, (t["rows"] + s["rows"]) / max(secs, 1e-9), report_dir,
+        "(%.0f rows/s, %d-row chunks); report %s",
+        ds, t["rows"], t["evaluated"], s["rows"], s["evaluated"], secs, (t["rows"] + s["rows"]) / max(secs, 1e-9),
+        cfg.validate_chunk_rows, report_dir,
     )
     return {"ds": ds, "report": str(report_dir), "target_rows": t["rows"], "source_rows": s["rows"],
             "drift_psi": summary["drift"].get("psi", {})}

@@ -11,7 +11,7 @@ from conftest import tiny_config
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.extract import extract
 from ecat_tasks.graph_select import graph_select
-from ecat_tasks.models.data import DENSE_CLIP, Encoders, dense_psi
+from ecat_tasks.models.data import DENSE_CLIP, DenseHistogram, Encoders, dense_psi
 from ecat_tasks.storage import Layout, read_manifest
 from ecat_tasks.student_distill import student_distill
 from ecat_tasks.synthetic import seed_warehouse
@@ -97,6 +97,19 @@ def test_psi_is_small_for_the_same_data_and_large_for_a_shift():
     assert max(same.values()) < 0.05
     shifted = dense_psi(frame.assign(item_price=frame["item_price"] * 5), profile)
     assert shifted["item_price"] > 1.0 and shifted["user_activity"] < 0.05
+
+
+def test_psi_of_a_day_read_in_chunks_is_the_psi_of_the_whole_day():
+    """validate bins each chunk and adds the counts: the PSI is the one of the whole day."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"item_price": rng.lognormal(3, 0.7, 3000), "user_activity": rng.lognormal(1.5, 0.8, 3000)})
+    profile = Encoders({}, *_stats(frame.assign(item_popularity=0.5))).dense_profile(frame.assign(item_popularity=0.5))
+    shifted = frame.assign(item_price=frame["item_price"] * 3)
+    hist = DenseHistogram(profile)
+    for lo in range(0, len(shifted), 700):
+        hist.add(shifted.iloc[lo:lo + 700])
+    assert hist.psi() == dense_psi(shifted, profile)  # item_popularity absent: skipped in both
+    assert list(hist.psi()) == ["item_price", "user_activity"]
 
 
 def _stats(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

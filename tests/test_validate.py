@@ -1,6 +1,8 @@
 import json
+import re
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from conftest import DAYS
 from ecat_tasks.extract import extract
 from ecat_tasks.storage import read_manifest
+import ecat_tasks.validate as validate_module
 from ecat_tasks.validate import ValidationFailed, validate
 
 DS = DAYS[1]
@@ -21,12 +24,12 @@ def staged(layout, cfg, warehouse):
     return layout
 
 
-def _corrupt(layout, domain, change):
+def _corrupt(layout, domain, change, row_group_size=None):
     """Rewrite a staged partition through ``change`` (simulating bad warehouse data)."""
     path = layout.staging(domain, DS) / "part-00000.parquet"
     frame = pq.read_table(path).to_pandas()
     change(frame)
-    frame.to_parquet(path, index=False)
+    frame.to_parquet(path, index=False, row_group_size=row_group_size)
 
 
 def test_good_day_passes_and_writes_report(staged, cfg):
@@ -66,3 +69,40 @@ def test_label_rate_bounds_come_from_config(staged, cfg):
     layout = staged
     with pytest.raises(ValidationFailed, match="expect_column_mean_to_be_between"):
         validate(DS, cfg.replace(label_rate_max=0.01), layout)
+
+
+def _late_errors(frame):
+    """Bad rows only at the end of the partition: clicks of 7 on the last three rows, and the last
+    row repeats the sample_id of row 3 (the duplicate pair sits in the first and the last chunk)."""
+    frame.loc[frame.index[-3:], "click"] = 7
+    frame.loc[frame.index[-1], "sample_id"] = frame["sample_id"].iloc[3]
+
+
+def _failure(layout, cfg):
+    with pytest.raises(ValidationFailed) as err:
+        validate(DS, cfg, layout)
+    result = json.loads((layout.report(DS) / "validation" / "source_result.json").read_text())
+    return re.sub(r"home/reports/.*index.html", "", str(err.value)), result
+
+
+def test_chunks_report_what_one_run_over_the_whole_partition_reports(staged, cfg, monkeypatch):
+    """validate streams a partition through GX chunk by chunk (memory bounded by the chunk, not the
+    day): a bad row in a later chunk, and a duplicate sample_id split across chunks, fail the day
+    with the message and the result one GX run over the whole partition gives."""
+    layout = staged
+    _corrupt(layout, "source", _late_errors, row_group_size=4_000)
+    whole_msg, whole = _failure(layout, cfg.replace(validate_chunk_rows=5_000_000))
+    chunked_msg, chunked = _failure(layout, cfg.replace(validate_chunk_rows=10_000))
+    assert chunked["meta"]["chunks"]["count"] >= 4 and whole["meta"]["chunks"]["count"] == 1
+    dup = re.search(r"\[source\] expect_column_values_to_be_unique\(sample_id\): 2 unexpected of \d+; examples \['(.+)', '\1'\]",
+                    chunked_msg)
+    assert dup, chunked_msg
+    assert re.search(r"\[source\] expect_column_values_to_be_in_set\(click\): 3 unexpected of \d+; examples \['7', '7', '7'\]",
+                     chunked_msg)
+    assert chunked_msg == whole_msg
+    assert [(r["success"], r["result"]) for r in chunked["results"]] == [(r["success"], r["result"]) for r in whole["results"]]
+
+    # equal 64-bit hashes are only candidates: with every sample_id colliding, still exactly the one pair
+    monkeypatch.setattr(validate_module.pd.util, "hash_array", lambda values: np.zeros(len(values), np.uint64))
+    collided_msg, _ = _failure(layout, cfg.replace(validate_chunk_rows=10_000))
+    assert collided_msg == chunked_msg

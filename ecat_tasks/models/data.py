@@ -284,22 +284,44 @@ class Encoders:
         return cls(vocabs, state["dense_mean"].numpy(), state["dense_std"].numpy(), spec)
 
 
+class DenseHistogram:
+    """Counts of each profiled dense feature in the profile's bins, accumulated frame by frame:
+    the PSI of a whole day (:func:`dense_psi`) without holding the day in memory."""
+
+    def __init__(self, profile: dict[str, dict]) -> None:
+        self.profile = profile
+        self.counts: dict[str, np.ndarray] = {}
+        self.rows: dict[str, int] = {}
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Bin ``frame``'s rows, standardised with the profile's own statistics."""
+        for name, ref in self.profile.items():
+            if name not in frame:
+                continue
+            x = frame[name].to_numpy(np.float64)
+            x = np.log1p(np.clip(x, 0, None)) if ref.get("log", True) else x
+            z = np.clip((x - ref["mean"]) / max(ref["std"], DENSE_STD_FLOOR), -DENSE_CLIP, DENSE_CLIP)
+            self.counts[name] = self.counts.get(name, 0) + np.histogram(z, DRIFT_EDGES)[0]
+            self.rows[name] = self.rows.get(name, 0) + len(z)
+
+    def psi(self) -> dict[str, float]:
+        """Population stability index of each feature seen against the profile."""
+        out = {}
+        for name, counts in self.counts.items():
+            actual = np.maximum(counts / max(self.rows[name], 1), _PSI_EPS)
+            expected = np.maximum(np.asarray(self.profile[name]["hist"], dtype=np.float64), _PSI_EPS)
+            out[name] = float(((actual - expected) * np.log(actual / expected)).sum())
+        return out
+
+
 def dense_psi(frame: pd.DataFrame, profile: dict[str, dict]) -> dict[str, float]:
     """Population stability index of each profiled dense feature of ``frame`` against a model's profile.
 
     ``frame`` is standardised with the profile's own statistics and binned like the profile.
     """
-    out = {}
-    for name, ref in profile.items():
-        if name not in frame:
-            continue
-        x = frame[name].to_numpy(np.float64)
-        x = np.log1p(np.clip(x, 0, None)) if ref.get("log", True) else x
-        z = np.clip((x - ref["mean"]) / max(ref["std"], DENSE_STD_FLOOR), -DENSE_CLIP, DENSE_CLIP)
-        actual = np.maximum(np.histogram(z, DRIFT_EDGES)[0] / max(len(z), 1), _PSI_EPS)
-        expected = np.maximum(np.asarray(ref["hist"], dtype=np.float64), _PSI_EPS)
-        out[name] = float(((actual - expected) * np.log(actual / expected)).sum())
-    return out
+    hist = DenseHistogram(profile)
+    hist.add(frame)
+    return hist.psi()
 
 
 class ColumnStats:
