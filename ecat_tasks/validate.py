@@ -208,7 +208,7 @@ def _validate_partition(batch_def: Any, suite: Any, path: Path, cfg: EcatConfig,
     row numbers are the partition's first five), column-level ones take the first failing
     chunk's result, and the expectations that need the whole partition (row count, unique
     sample_id, label mean) are decided by GX from metrics of one streamed pass. The result is
-    the one a single GX run over the whole partition gives, in its order.
+    the one a single GX run over the whole partition gives, in its order. Returns it and the rows.
     """
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
     from great_expectations.validator.validation_statistics import calc_validation_statistics
@@ -218,7 +218,8 @@ def _validate_partition(batch_def: Any, suite: Any, path: Path, cfg: EcatConfig,
     first = None
     for frame in _chunks(path, cfg.validate_chunk_rows):
         result = batch_def.get_batch(batch_parameters={"dataframe": frame}).validate(suite, result_format=RESULT_FORMAT)
-        first = first or result
+        if first is None:
+            first = result
         for r in result.results:
             per_chunk.setdefault(r.expectation_config.id, []).append(r)
         part.add(frame)
