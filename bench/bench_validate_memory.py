@@ -30,12 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DS = "2026-11-01"
 
 
-def child(mode: str, home: str, rows: int) -> dict[str, Any]:
+def child(mode: str, home: str, rows: int, conf: dict[str, Any]) -> dict[str, Any]:
     """In a subprocess whose PYTHONPATH is one checkout: seed+extract, or validate the staged day."""
     from ecat_tasks.config import EcatConfig
     from ecat_tasks.storage import Layout
 
-    cfg = EcatConfig.from_mapping({})
+    cfg = EcatConfig.from_mapping(conf)
     layout = Layout(home)
     t0 = time.perf_counter()
     if mode == "prepare":
@@ -68,21 +68,22 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def run_child(checkout: Path, mode: str, home: Path, rows: int) -> dict[str, Any]:
+def run_child(checkout: Path, mode: str, home: Path, rows: int, conf: dict[str, Any]) -> dict[str, Any]:
     """This script as a child importing ``checkout``'s ecat_tasks, sampling its RSS while it runs."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ECAT_", "AIRFLOW"))}
     env.update(ECAT_HOME=str(home), PYTHONPATH=str(checkout), GX_ANALYTICS_ENABLED="false",
                DGLBACKEND="pytorch", MLFLOW_DISABLE_TELEMETRY="true")
-    proc = subprocess.Popen([sys.executable, __file__, "--child", mode, "--home", str(home),
-                             "--rows", str(rows)], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    sampled = 0.0
-    while proc.poll() is None:
-        sampled = max(sampled, _rss_mb(proc.pid))
-        time.sleep(0.2)
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{mode} in {checkout} failed:\n{stderr[-3000:]}")
+    command = [sys.executable, __file__, "--child", mode, "--home", str(home), "--rows", str(rows), "--conf", json.dumps(conf)]
+    with tempfile.TemporaryFile("w+") as err:  # a file, not a pipe: a chatty child never blocks on a full pipe
+        proc = subprocess.Popen(command, cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+        sampled = 0.0
+        while proc.poll() is None:
+            sampled = max(sampled, _rss_mb(proc.pid))
+            time.sleep(0.2)
+        stdout = proc.stdout.read() if proc.stdout else ""
+        if proc.returncode != 0:
+            err.seek(0)
+            raise RuntimeError(f"{mode} in {checkout} failed:\n{err.read()[-3000:]}")
     result = json.loads(stdout.strip().splitlines()[-1])
     result["sampled_peak_mb"] = sampled
     return result
@@ -93,12 +94,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 4_000_000])
     parser.add_argument("--before", type=Path, help="another checkout (e.g. a worktree of main before the change)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--conf", default="{}", help="JSON config overrides for 'after' (e.g. validate_chunk_rows)")
     parser.add_argument("--child", choices=["prepare", "validate"], help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(child(args.child, args.home, args.rows)))
+        print(json.dumps(child(args.child, args.home, args.rows, json.loads(args.conf))))
         return
 
     checkouts = ([("before", args.before.resolve())] if args.before else []) + [("after", ROOT)]
@@ -106,16 +108,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="ecat-bench-validate-") as tmp:
         for rows in args.sizes:
             home = Path(tmp) / f"home_{rows}"
-            prepared = run_child(ROOT, "prepare", home, rows)
+            prepared = run_child(ROOT, "prepare", home, rows, {})
             print(f"{rows:,} rows seeded and extracted in {prepared['seconds']:.0f}s", file=sys.stderr)
             row = {"rows": rows}
             for name, checkout in checkouts:
-                row[name] = run_child(checkout, "validate", home, rows)
+                row[name] = run_child(checkout, "validate", home, rows, json.loads(args.conf) if name == "after" else {})
                 print(f"{rows:,} rows, {name}: {row[name]}", file=sys.stderr)
             results.append(row)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
-    print(f"machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}")
+    print(f"machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; after's conf {args.conf}")
     names = [n for n, _ in checkouts]
     print("| rows | " + " | ".join(f"{n}: peak MB (sampled) / s" for n in names)
           + (" | after / before: memory, time |" if args.before else " |"))
