@@ -40,6 +40,8 @@ The table is printed and (unless ``--no-write``) written into ``bench/RESULTS.md
 with the command and the machine facts. Raw per-seed numbers go to
 ``bench/out/quality-<data>.json`` (git-ignored).
 
+``--jobs N`` runs N seeds side by side (Airflow runner; each seed has its own homes and processes).
+
 ``--runner direct`` calls the step functions in-process instead of Airflow (same code,
 same order, no scheduler): a faster loop for tuning experiments, never the numbers of record.
 """
@@ -473,6 +475,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--target-genre", default="Film-Noir", help="movielens: genre whose ratings are the target")
     p.add_argument("--conf", default="{}", help="JSON config overrides for every run (on top of the data set's)")
     p.add_argument("--runner", choices=["airflow", "direct"], default="airflow")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run side by side (Airflow runner only; each seed its own processes)")
     p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to write the Quality section into")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("--keep", action="store_true", help="keep each seed's temporary homes")
@@ -489,6 +492,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def run_seeds(args: argparse.Namespace, conf: dict[str, Any]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Every seed's run, in seed order; ``--jobs`` seeds at a time under the Airflow runner.
+
+    Each seed has its own homes, warehouse and Airflow processes, so seeds share nothing but the
+    CPU; the direct runner sets the process environment per seed and stays one seed at a time.
+    """
+    jobs = min(args.jobs, len(args.seeds)) if args.runner == "airflow" else 1
+    if jobs <= 1:
+        return [run_seed(args, seed, conf) for seed in args.seeds]
+    if args.data == "movielens":  # unpack the ratings once, before the seeds read them side by side
+        from bench.movielens import load_movielens
+
+        load_movielens()
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="seed") as pool:
+        return list(pool.map(lambda seed: run_seed(args, seed, conf), args.seeds))
+
+
 def main(argv: list[str] | None = None) -> int:
     raw_argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
@@ -498,8 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     conf = {**DATASETS[args.data]["conf"], **json.loads(args.conf)}
     t0 = time.perf_counter()
     runs, scored = [], []
-    for seed in args.seeds:
-        run, days = run_seed(args, seed, conf)
+    for run, days in run_seeds(args, conf):
         runs.append(run)
         scored.append(days)
     t1 = time.perf_counter()

@@ -42,3 +42,27 @@ def test_write_results_replaces_only_its_own_section(tmp_path):
     text = path.read_text()
     assert "synthetic v2" in text and "synthetic v1" not in text and "western v1" in text
     assert text.index("western v1") < text.index("## Cost") and text.endswith("cost text\n")
+
+
+def test_seeds_side_by_side_come_back_in_seed_order(monkeypatch):
+    import threading
+    import time
+
+    import bench.quality as quality
+
+    started, threads = [], set()
+
+    def fake_run_seed(args, seed, conf):
+        started.append(seed)
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05 * (3 - seed))  # the later seeds finish first
+        return {"seed": seed}, [seed]
+
+    monkeypatch.setattr(quality, "run_seed", fake_run_seed)
+    args = argparse.Namespace(seeds=[0, 1, 2], jobs=3, runner="airflow", data="synthetic")
+    assert quality.run_seeds(args, {}) == [({"seed": s}, [s]) for s in (0, 1, 2)]
+    assert len(threads) == 3  # really side by side
+    # the direct runner sets the process environment per seed: one at a time
+    threads.clear()
+    args.runner = "direct"
+    assert [r["seed"] for r, _ in quality.run_seeds(args, {})] == [0, 1, 2] and len(threads) == 1
