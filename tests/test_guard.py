@@ -12,7 +12,7 @@ from conftest import DAYS
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
-from ecat_tasks.guard import CANDIDATES, candidates, decide, guard
+from ecat_tasks.guard import CANDIDATES, candidates, decide, guard, switches
 from bench.quality import score_next_day
 from ecat_tasks.inputs import eval_sets, target_rows, validation_window
 from ecat_tasks.metrics import logloss
@@ -127,6 +127,46 @@ def test_one_label_class_serves_ecat_without_comparing():
     assert d.served == "ecat" and "one label class" in d.reason
 
 
+def test_evidence_a_noisy_point_best_challenger_does_not_replace_ecat():
+    """Two equally good models on 120 validation rows: target_only's point lift over ECAT is noise.
+    The margin rule serves it (winner's curse); under evidence ECAT, the incumbent, stays."""
+    rng = np.random.default_rng(5)
+    users = np.repeat(np.arange(60), 2)
+    taste = rng.normal(size=len(users))
+    labels = (rng.random(len(users)) < _sig(2 * taste)).astype(int)
+    scores = {"target_only": _sig(taste + rng.normal(0, 1.2, len(users))),
+              "ecat": _sig(taste + rng.normal(0, 1.2, len(users)))}
+    assert decide(users, labels, scores, margin=0.002, n_resamples=300, rule="margin").served == "target_only"
+    d = decide(users, labels, scores, margin=0.002, n_resamples=300, rule="evidence")
+    (c,) = d.comparisons
+    assert c["incumbent"] == "ecat" and c["auc_lift"] > 0.002 and c["lo"] < 0  # ahead on the point, not beyond noise
+    assert d.served == "ecat" and not d.fallback and d.rule == "evidence" and "guard_rule=evidence" in d.reason
+
+
+def test_evidence_a_day_where_the_source_hurts_still_falls_back():
+    """ECAT ranks backwards: the simplest candidate ahead of it replaces it, and the best baseline,
+    ahead of that one in turn, is served; ECAT is never put back."""
+    rng, users, taste, labels = _day()
+    d = decide(users, labels, _all_candidates(rng, taste, best="finetune"), margin=0.002, n_resamples=300,
+               rule="evidence")
+    assert d.served == "finetune" and d.fallback
+    assert d.comparisons[0]["challenger"] == "target_only" and d.comparisons[0]["incumbent"] == "ecat"
+    assert d.comparisons[0]["switch"] and d.comparisons[0]["lo"] > 0
+    assert all(c["lo"] > 0 for c in d.comparisons if c["switch"])  # every switch was ahead beyond the interval
+
+
+def test_rules_switch_on_their_own_evidence():
+    noisy = {"lift": 0.03, "lo": -0.05, "hi": 0.11, "ahead": False}  # above the margin, interval across 0
+    sure = {"lift": 0.03, "lo": 0.01, "hi": 0.05, "ahead": True}
+    tiny = {"lift": 0.001, "lo": 0.0005, "hi": 0.0015, "ahead": True}  # ahead, below the margin
+    assert switches("margin", noisy, 0.002) and not switches("evidence", noisy, 0.002)
+    assert not switches("se_margin", noisy, 0.002)  # 0.03 < 0.002 + 0.16 / 3.92
+    assert switches("evidence", sure, 0.002) and switches("se_margin", sure, 0.002)
+    assert switches("margin", tiny, 0.002) and not switches("evidence", tiny, 0.002)
+    with pytest.raises(ValueError, match="unknown guard rule"):
+        switches("best", sure, 0.002)
+
+
 class _Reversed:
     """A model on a day its transfer hurts: it ranks the validation rows backwards."""
 
@@ -141,7 +181,7 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     """A day where every model but the teacher ranks backwards: the guard serves the teacher,
     evaluate reports and tags it, promote registers the teacher's own checkpoint, and the
     registered model scores the validation rows (same features) exactly as the teacher does."""
-    cfg = cfg.replace(ablations=["no_kd"], baselines=["target_only"], promote_min_lift=-1.0)
+    cfg = cfg.replace(ablations=["no_kd"], baselines=["target_only"], promote_min_lift=-1.0, guard_rule="margin")
     ds = DAYS[0]
     graph_select(ds, cfg, layout)
     domain_reweight(ds, cfg, layout)
@@ -164,9 +204,10 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     assert manifest["candidates"] == ["target_only", "teacher", "ecat_no_kd", "ecat"]
     assert manifest["checkpoint_dir"] == str(teacher)
     assert manifest["validation_rows"] == len(validation_window(ds, cfg, layout, cfg.guard_window_days)) > 0
-    assert [c["switch"] for c in manifest["comparisons"]] == [True, False, False]
+    assert [c["switch"] for c in manifest["comparisons"]] == [True, False, False] and manifest["rule"] == "margin"
     line = [r for r in caplog.records if r.getMessage().startswith(f"guard ds={ds}")]
     assert line and line[0].levelname == "WARNING" and "serving teacher (teacher; FALLBACK" in line[0].getMessage()
+    assert "[guard_rule=margin]" in line[0].getMessage()
     assert "calibration slope 0.500 intercept +0.300" in line[0].getMessage()
     assert manifest["calibration"] == cal.to_dict()
 
@@ -216,4 +257,5 @@ def test_a_comparison_model_not_trained_today_is_no_candidate(layout, cfg):
     out = guard(ds, cfg, layout)
     manifest = json.loads((layout.model("served", ds) / MANIFEST).read_text())
     assert out["served"] in ("teacher", "ecat") and manifest["candidates"] == ["teacher", "ecat"]
-    assert len(manifest["comparisons"]) == 1 and manifest["comparisons"][0]["challenger"] == "ecat"
+    (c,) = manifest["comparisons"]
+    assert {c["challenger"], c["incumbent"]} == {"teacher", "ecat"} and manifest["rule"] == cfg.guard_rule

@@ -1,0 +1,176 @@
+"""Choose the guard's rule (``guard_rule``) on the validation slice alone, by a cross-fit of the rule itself.
+
+With a dozen candidates and a few hundred validation rows a day, the model that a rule picks
+scores well on the rows it was picked on partly by luck (winner's curse). So each day's guard
+window (the validation users' rows the guard reads, ``inputs.validation_window``) is split into
+two folds by a seeded hash of the user id: every rule decides (``guard.decide``) on fold A and
+the AUC of its choice is read on fold B, and vice versa. Rules are compared by the mean held-out
+fold AUC of their choice over days, fold splits and kept homes (data sets, seeds), with a paired
+bootstrap over (home, day, fold) groups. Next-day and cold-start rows are never read.
+
+Input: the homes ``bench.quality --keep`` leaves (``--tmp-dir``); each home's models are scored
+as the pipeline loads them (``load_model``). The seed of a home comes from its directory name
+(``ecat-quality-<data>-s<seed>-*``), its config from ``bench.quality``'s data set conf plus ``--conf``.
+
+    .venv/bin/python -m bench.guard_rules tmp/ecat-quality-movielens-s0-* --data movielens
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.quality import DATASETS, OUT_DIR
+
+log = logging.getLogger("bench.guard_rules")
+
+FOLD_SALT = 7919  # the fold hash's salt is FOLD_SALT + split: independent of the validation split's own hash
+
+
+def home_config(home: Path, data: str, conf: dict[str, Any]) -> Any:
+    """The config a kept ``bench.quality`` home ran with (its seed read from the directory name)."""
+    from ecat_tasks.config import EcatConfig
+
+    match = re.search(r"-s(\d+)-", home.name)
+    if not match:
+        raise SystemExit(f"{home}: not a bench.quality home (expected ecat-quality-<data>-s<seed>-*)")
+    return EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf, "seed": int(match.group(1))}, env={})
+
+
+def guard_days(home: Path) -> list[str]:
+    """Days on which the pipeline trained ECAT in this home (each one a guard decision)."""
+    return sorted(p.name.removeprefix("ds=") for p in (home / "ecat_home" / "models" / "ecat").glob("ds=*")
+                  if (p / "_manifest.json").is_file())
+
+
+def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The guard's window of validation rows on ``ds`` and every candidate's scores of them (simplest first)."""
+    from ecat_tasks.guard import candidates
+    from ecat_tasks.inputs import validation_window
+    from ecat_tasks.models.continual import load_model
+    from ecat_tasks.report import model_dir
+    from ecat_tasks.storage import Layout
+
+    layout = Layout(home / "ecat_home")
+    frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
+    scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, cfg, layout)}
+    return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores
+
+
+def fold_of(users: np.ndarray, split: int) -> np.ndarray:
+    from ecat_tasks.splits import salted_hash
+
+    return (salted_hash(users, FOLD_SALT + split) % np.uint64(2)).astype(int)
+
+
+def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], rules: list[str],
+                 margin: float, splits: int, seed: int, n_resamples: int) -> list[dict[str, Any]]:
+    """Per (split, fold, rule): the rule's choice on the other fold and its AUC on this fold; every
+    candidate's AUC on this fold too (fixed choices, for reference)."""
+    from ecat_tasks.guard import decide
+    from ecat_tasks.metrics import auc
+
+    out = []
+    for split in range(splits):
+        fold = fold_of(users, split)
+        for held in (0, 1):
+            fit, ev = fold != held, fold == held
+            if len(np.unique(labels[fit])) < 2 or len(np.unique(labels[ev])) < 2:
+                continue
+            held_auc = {n: auc(labels[ev], s[ev]) for n, s in scores.items()}
+            for rule in rules:
+                d = decide(users[fit], labels[fit], {n: s[fit] for n, s in scores.items()}, margin,
+                           n_resamples=n_resamples, seed=seed, rule=rule)
+                out.append({"split": split, "fold": held, "rule": rule, "chosen": d.served,
+                            "fit_rows": int(fit.sum()), "heldout_rows": int(ev.sum()),
+                            "heldout_auc": held_auc[d.served], "candidates_auc": held_auc})
+    return out
+
+
+def group_means(records: list[dict[str, Any]], key: str) -> dict[tuple, float]:
+    """(home, ds, fold) -> mean over fold splits of the held-out AUC of ``key`` (a rule or a fixed candidate)."""
+    acc: dict[tuple, list[float]] = {}
+    for r in records:
+        if key in r["candidates_auc"] and r["rule"] == records[0]["rule"]:  # a fixed choice: once per (split, fold)
+            acc.setdefault((r["home"], r["ds"], r["fold"]), []).append(r["candidates_auc"][key])
+        elif r["rule"] == key:
+            acc.setdefault((r["home"], r["ds"], r["fold"]), []).append(r["heldout_auc"])
+    return {g: float(np.mean(v)) for g, v in acc.items()}
+
+
+def paired_groups(a: dict[tuple, float], b: dict[tuple, float], n_boot: int, seed: int) -> dict[str, float]:
+    """Mean of a - b over shared groups, with a 95% percentile bootstrap over the groups."""
+    groups = sorted(set(a) & set(b))
+    diff = np.array([a[g] - b[g] for g in groups])
+    rng = np.random.default_rng(seed)
+    draws = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)
+    lo, hi = np.quantile(draws, [0.025, 0.975])
+    return {"lift": float(diff.mean()), "lo": float(lo), "hi": float(hi), "groups": len(groups)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("homes", nargs="+", type=Path, help="bench.quality --keep homes (ecat-quality-<data>-s<seed>-*)")
+    p.add_argument("--data", default="movielens", choices=sorted(DATASETS))
+    p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
+    p.add_argument("--rules", nargs="+", default=["margin", "evidence", "se_margin"])
+    p.add_argument("--splits", type=int, default=3, help="fold splits (hash salts) per day")
+    p.add_argument("--n-resamples", type=int, default=1000, help="the guard's own bootstrap resamples")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap over (home, day, fold) groups")
+    p.add_argument("--tag", default="")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("ecat_tasks").setLevel(logging.WARNING)
+    conf = json.loads(args.conf)
+    t0 = time.perf_counter()
+    records: list[dict[str, Any]] = []
+    for home in args.homes:
+        cfg = home_config(home, args.data, conf)
+        for ds in guard_days(home):
+            users, labels, scores = day_scores(ds, cfg, home)
+            day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
+                               args.n_resamples)
+            records += [{"home": home.name, "ds": ds, **r} for r in day]
+            chosen = {rule: sorted({r["chosen"] for r in day if r["rule"] == rule}) for rule in args.rules}
+            log.info("%s ds=%s: %d validation rows, %d candidates; chosen per rule %s", home.name, ds, len(labels),
+                     len(scores), chosen)
+    ref = args.rules[0]
+    rule_means = {r: group_means(records, r) for r in args.rules}
+    fixed = sorted({n for r in records for n in r["candidates_auc"]})
+    fixed_means = {n: group_means(records, n) for n in fixed}
+    lines = [f"| choice | mean held-out fold AUC | lift vs {ref} [95% CI over groups] | chosen (count over day × split × fold) |",
+             "| --- | --- | --- | --- |"]
+    for r in args.rules:
+        lift = paired_groups(rule_means[r], rule_means[ref], args.n_boot, 0)
+        counts: dict[str, int] = {}
+        for rec in records:
+            if rec["rule"] == r:
+                counts[rec["chosen"]] = counts.get(rec["chosen"], 0) + 1
+        lift_txt = "—" if r == ref else f"{lift['lift']:+.4f} [{lift['lo']:+.4f}, {lift['hi']:+.4f}]"
+        lines.append(f"| rule {r} | {np.mean(list(rule_means[r].values())):.4f} | {lift_txt} | "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) + " |")
+    for n in fixed:
+        lift = paired_groups(fixed_means[n], rule_means[ref], args.n_boot, 0)
+        lines.append(f"| always {n} | {np.mean(list(fixed_means[n].values())):.4f} | "
+                     f"{lift['lift']:+.4f} [{lift['lo']:+.4f}, {lift['hi']:+.4f}] | (fixed) |")
+    groups = len(next(iter(rule_means.values())))
+    wall = time.perf_counter() - t0
+    print(f"\n{groups} (home, day, fold) groups from {len(args.homes)} homes, {args.splits} fold splits; {wall:.0f}s\n")
+    print("\n".join(lines))
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    out = OUT_DIR / f"guard_rules{('-' + args.tag) if args.tag else ''}.json"
+    out.write_text(json.dumps({"homes": [str(h) for h in args.homes], "conf": conf, "rules": args.rules,
+                               "splits": args.splits, "table": lines, "records": records, "wall_s": wall}, indent=1))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
