@@ -45,9 +45,11 @@ def home_config(home: Path, data: str, conf: dict[str, Any]) -> Any:
 
 
 def guard_days(home: Path) -> list[str]:
-    """Days on which the pipeline trained ECAT in this home (each one a guard decision)."""
-    return sorted(p.name.removeprefix("ds=") for p in (home / "ecat_home" / "models" / "ecat").glob("ds=*")
-                  if (p / "_manifest.json").is_file())
+    """Days on which the guard decided in this home (every candidate of the day trained by then)."""
+    from ecat_tasks.guard import SERVED_AREA
+    from ecat_tasks.storage import Layout
+
+    return Layout(home / "ecat_home").existing_days(f"models/{SERVED_AREA}")
 
 
 def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -117,13 +119,16 @@ def paired_groups(a: dict[tuple, float], b: dict[tuple, float], n_boot: int, see
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("homes", nargs="+", type=Path, help="bench.quality --keep homes (ecat-quality-<data>-s<seed>-*)")
+    p.add_argument("homes", nargs="+", type=Path,
+                   help="bench.quality --keep homes (ecat-quality-<data>-s<seed>-*), or this script's earlier "
+                        "JSON outputs, whose records are pooled with the rest")
     p.add_argument("--data", default="movielens", choices=sorted(DATASETS))
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
     p.add_argument("--rules", nargs="+", default=["margin", "evidence", "se_margin"])
     p.add_argument("--splits", type=int, default=3, help="fold splits (hash salts) per day")
     p.add_argument("--n-resamples", type=int, default=1000, help="the guard's own bootstrap resamples")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap over (home, day, fold) groups")
+    p.add_argument("--name", default="", help="data set name recorded with the homes (e.g. the target genre)")
     p.add_argument("--tag", default="")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,12 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
     for home in args.homes:
+        if home.suffix == ".json":
+            earlier = json.loads(home.read_text())
+            if earlier["rules"] != args.rules or earlier["splits"] != args.splits:
+                raise SystemExit(f"{home}: rules {earlier['rules']} / {earlier['splits']} splits, not this run's")
+            records += earlier["records"]
+            continue
         cfg = home_config(home, args.data, conf)
         for ds in guard_days(home):
             users, labels, scores = day_scores(ds, cfg, home)
             day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
                                args.n_resamples)
-            records += [{"home": home.name, "ds": ds, **r} for r in day]
+            records += [{"home": f"{args.name}/{home.name}" if args.name else home.name, "ds": ds, **r} for r in day]
             chosen = {rule: sorted({r["chosen"] for r in day if r["rule"] == rule}) for rule in args.rules}
             log.info("%s ds=%s: %d validation rows, %d candidates; chosen per rule %s", home.name, ds, len(labels),
                      len(scores), chosen)
@@ -160,13 +171,17 @@ def main(argv: list[str] | None = None) -> int:
         lift = paired_groups(fixed_means[n], rule_means[ref], args.n_boot, 0)
         lines.append(f"| always {n} | {np.mean(list(fixed_means[n].values())):.4f} | "
                      f"{lift['lift']:+.4f} [{lift['lo']:+.4f}, {lift['hi']:+.4f}] | (fixed) |")
+    for home in sorted({r["home"] for r in records}):
+        lines.append(f"| {home}: mean per rule | " + " / ".join(
+            f"{r} {np.mean([v for g, v in rule_means[r].items() if g[0] == home]):.4f}" for r in args.rules) + " | | |")
     groups = len(next(iter(rule_means.values())))
     wall = time.perf_counter() - t0
-    print(f"\n{groups} (home, day, fold) groups from {len(args.homes)} homes, {args.splits} fold splits; {wall:.0f}s\n")
+    homes = sorted({r["home"] for r in records})
+    print(f"\n{groups} (home, day, fold) groups from {len(homes)} homes, {args.splits} fold splits; {wall:.0f}s\n")
     print("\n".join(lines))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"guard_rules{('-' + args.tag) if args.tag else ''}.json"
-    out.write_text(json.dumps({"homes": [str(h) for h in args.homes], "conf": conf, "rules": args.rules,
+    out.write_text(json.dumps({"homes": homes, "inputs": [str(h) for h in args.homes], "conf": conf, "rules": args.rules,
                                "splits": args.splits, "table": lines, "records": records, "wall_s": wall}, indent=1))
     print(f"\nwrote {out}")
     return 0
