@@ -119,10 +119,12 @@ class EcatConfig:
         if self.holdout_pct + self.validation_pct > 0.8:
             raise ValueError(f"holdout_pct ({self.holdout_pct}) + validation_pct ({self.validation_pct}) exceed 0.8: "
                              f"too few target users would be left to train on")
-        for f in fields(self):  # the params' patterns hold for the environment and direct callers too
-            pattern = f.metadata["schema"].get("pattern")
+        for f in fields(self):  # the params' patterns and enums hold for the environment and direct callers too
+            pattern, allowed = f.metadata["schema"].get("pattern"), f.metadata["schema"].get("enum")
             if pattern and not re.fullmatch(pattern, getattr(self, f.name)):
                 raise ValueError(f"config field {f.name!r}: {getattr(self, f.name)!r} does not match {pattern}")
+            if allowed and getattr(self, f.name) not in allowed:
+                raise ValueError(f"config field {f.name!r}: {getattr(self, f.name)!r} is not one of {allowed}")
         bad = set(self.baselines) - set(BASELINES)
         if bad:
             raise ValueError(f"baselines: unknown {sorted(bad)}; known {list(BASELINES)}")

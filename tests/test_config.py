@@ -31,6 +31,13 @@ def test_unknown_baseline_is_refused():
         EcatConfig.from_mapping({"baselines": ["target_only", "nope"]}, env={})
 
 
+def test_a_value_outside_its_enum_is_refused_from_the_environment_too():
+    """An ECAT_GUARD_RULE typo fails at config time, naming the field, not in the guard task days later."""
+    with pytest.raises(ValueError, match="guard_rule.*'best' is not one of"):
+        EcatConfig.from_mapping({}, env={"ECAT_GUARD_RULE": "best"})
+    assert EcatConfig.from_mapping({"guard_rule": "evidence"}, env={}).guard_rule == "evidence"
+
+
 def test_param_schema_has_type_and_bounds_for_every_field():
     schema = param_schema()
     assert set(schema) == set(EcatConfig.__dataclass_fields__)
