@@ -133,8 +133,9 @@ class _Partition:
 
         Equal hashes are only candidates: a second pass over the sample_id column alone counts
         the candidates' actual values, so a hash collision never fails a day."""
-        hashes = np.sort(np.concatenate(self._hashes)) if self._hashes else np.zeros(0, np.uint64)
-        self._hashes = []
+        hashes = np.concatenate(self._hashes) if self._hashes else np.zeros(0, np.uint64)
+        self._hashes = []  # 8 bytes a row from here: sorted in place
+        hashes.sort()
         candidates = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
         del hashes
         if not len(candidates):
