@@ -13,18 +13,20 @@
 # logs) and is removed on exit, whatever happened. Credentials are random per run.
 # PostgreSQL and Redis come from Debian's packages, installed when missing.
 #
-# Knobs (environment): ECAT_CELERY_PG_PORT (55432), ECAT_CELERY_REDIS_PORT (56379),
-# ECAT_CELERY_API_PORT (58080), ECAT_CELERY_MLFLOW_PORT (55000), ECAT_CELERY_DS
+# Knobs (environment): ECAT_CELERY_PG_PORT (25432), ECAT_CELERY_REDIS_PORT (26379),
+# ECAT_CELERY_API_PORT (28080), ECAT_CELERY_MLFLOW_PORT (25000), ECAT_CELERY_DS
 # (2026-11-01), ECAT_CELERY_ROWS (40000), ECAT_CELERY_RUN_TIMEOUT (900 s),
 # ECAT_CELERY_KEEP_TMP=1 keeps the temp dir (logs) after the run.
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 T0=$(date +%s)
-PG_PORT="${ECAT_CELERY_PG_PORT:-55432}"
-REDIS_PORT="${ECAT_CELERY_REDIS_PORT:-56379}"
-API_PORT="${ECAT_CELERY_API_PORT:-58080}"
-MLFLOW_PORT="${ECAT_CELERY_MLFLOW_PORT:-55000}"
+# Below the kernel's ephemeral range (32768-60999 here): a listening port in that range can be
+# taken, between the free-port check and the bind, by one of the stack's own outgoing connections.
+PG_PORT="${ECAT_CELERY_PG_PORT:-25432}"
+REDIS_PORT="${ECAT_CELERY_REDIS_PORT:-26379}"
+API_PORT="${ECAT_CELERY_API_PORT:-28080}"
+MLFLOW_PORT="${ECAT_CELERY_MLFLOW_PORT:-25000}"
 DS="${ECAT_CELERY_DS:-2026-11-01}"
 ROWS="${ECAT_CELERY_ROWS:-40000}"
 RUN_TIMEOUT="${ECAT_CELERY_RUN_TIMEOUT:-900}"
