@@ -21,6 +21,16 @@ DAYS = ("2026-03-01", "2026-03-02")
 ROWS_PER_DAY = 40_000
 
 
+def altered_copy(source: Path, dest_dir: Path, *statements: str) -> Path:
+    """A copy of the DuckDB warehouse ``source`` in ``dest_dir`` with ``statements`` applied (the fixture stays intact)."""
+    copy = dest_dir / "w.duckdb"
+    copy.write_bytes(source.read_bytes())
+    with duckdb.connect(str(copy)) as con:
+        for sql in statements:
+            con.execute(sql)
+    return copy
+
+
 def tiny_config(**overrides: object) -> EcatConfig:
     """Small, fast settings that still exercise every component."""
     base = dict(

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import DAYS, tiny_config
+from conftest import DAYS, altered_copy, tiny_config
 from ecat_tasks.config import REPO_ROOT
 from ecat_tasks.spec import SpecError, check_warehouse, demo_spec, load_spec, parse_spec, type_family
 from ecat_tasks.storage import Layout
@@ -163,13 +163,9 @@ def test_identifiers_are_quoted_and_values_stay_bound() -> None:
 
 
 def test_check_names_every_problem_in_one_message(tmp_path: Path, warehouse: Path) -> None:
-    copy = tmp_path / "w.duckdb"
-    copy.write_bytes(warehouse.read_bytes())
-    with duckdb.connect(str(copy)) as con:
-        con.execute("ALTER TABLE samples DROP COLUMN item_price")
-        con.execute("ALTER TABLE samples DROP COLUMN hour")
-        con.execute("ALTER TABLE samples ALTER COLUMN item_brand TYPE VARCHAR")
-        con.execute("UPDATE samples SET conversion = 2 WHERE sample_id IN (SELECT sample_id FROM samples LIMIT 3)")
+    copy = altered_copy(warehouse, tmp_path, "ALTER TABLE samples DROP COLUMN item_price",
+                        "ALTER TABLE samples DROP COLUMN hour", "ALTER TABLE samples ALTER COLUMN item_brand TYPE VARCHAR",
+                        "UPDATE samples SET conversion = 2 WHERE sample_id IN (SELECT sample_id FROM samples LIMIT 3)")
     out = subprocess.run([sys.executable, "-m", "ecat_tasks.spec", "check", str(DEMO), "--warehouse", str(copy)],
                          capture_output=True, text=True, cwd=REPO_ROOT)
     assert out.returncode == 1
@@ -186,11 +182,9 @@ def test_check_names_every_problem_in_one_message(tmp_path: Path, warehouse: Pat
 def test_a_spec_error_fails_extract_first_naming_the_column_and_writing_nothing(tmp_path: Path, warehouse: Path) -> None:
     from ecat_tasks.extract import extract
 
-    copy = tmp_path / "w.duckdb"
-    copy.write_bytes(warehouse.read_bytes())
-    with duckdb.connect(str(copy)) as con:
-        con.execute("ALTER TABLE samples ALTER COLUMN user_city TYPE VARCHAR")
-        con.execute("UPDATE samples SET click = 7 WHERE sample_id IN (SELECT sample_id FROM samples WHERE ds = DATE '2026-03-01' LIMIT 1)")
+    copy = altered_copy(
+        warehouse, tmp_path, "ALTER TABLE samples ALTER COLUMN user_city TYPE VARCHAR",
+        "UPDATE samples SET click = 7 WHERE sample_id IN (SELECT sample_id FROM samples WHERE ds = DATE '2026-03-01' LIMIT 1)")
     home = tmp_path / "home"
     with duckdb.connect(str(copy), read_only=True) as con:
         with pytest.raises(SpecError, match=r"'user_city' \(sparse user_city\) has type VARCHAR.*unknown label value\(s\) \[7\]"):
@@ -202,10 +196,7 @@ def test_spec_error_fails_extract_first_with_the_column_named_and_nothing_writte
                                                                                   other_warehouse: Path) -> None:
     from ecat_tasks.extract import extract
 
-    copy = tmp_path / "w.duckdb"
-    copy.write_bytes(other_warehouse.read_bytes())
-    with duckdb.connect(str(copy)) as con:
-        con.execute('ALTER TABLE "events" RENAME COLUMN "brand" TO "brand_id"')
+    copy = altered_copy(other_warehouse, tmp_path, 'ALTER TABLE "events" RENAME COLUMN "brand" TO "brand_id"')
     layout = Layout(tmp_path / "home")
     with duckdb.connect(str(copy), read_only=True) as con:
         with pytest.raises(SpecError, match="missing column 'brand'"):
@@ -253,10 +244,7 @@ def test_a_spec_error_fails_the_first_task_naming_the_column(tmp_path: Path, oth
 
     from ecat_tasks import airflow_edge
 
-    copy = tmp_path / "w.duckdb"
-    copy.write_bytes(other_warehouse.read_bytes())
-    with duckdb.connect(str(copy)) as con:
-        con.execute('ALTER TABLE "events" DROP COLUMN "price"')
+    copy = altered_copy(other_warehouse, tmp_path, 'ALTER TABLE "events" DROP COLUMN "price"')
     monkeypatch.setenv("ECAT_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(airflow_edge, "warehouse_connection", lambda: duckdb.connect(str(copy), read_only=True))
     with pytest.raises(AirflowFailException, match=r"SpecError: .*missing column 'price' \(dense price\)"):
