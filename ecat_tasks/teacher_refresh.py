@@ -1,17 +1,20 @@
 """teacher_refresh: the entire-space teacher, trained continually day after day.
 
 Warm start from the newest teacher dated before ``ds`` and train on the day's entire space
-(source plus target-train rows). With no earlier teacher, cold-start on the lookback window.
+(source plus target-train rows) for ``teacher_warm_epochs``. With no earlier teacher,
+cold-start on the lookback window for ``teacher_epochs``. The teacher has its own batch size
+(``teacher_batch_size``): it is the one model that trains on the whole entire space every day.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import entire_space_parts, target_day, window_days
 from ecat_tasks.models.continual import Phase, Recipe, fit_day
+from ecat_tasks.models.stream import Part
 from ecat_tasks.storage import Layout
 
 log = logging.getLogger(__name__)
@@ -19,6 +22,13 @@ log = logging.getLogger(__name__)
 
 def teacher_arch(cfg: EcatConfig) -> dict[str, Any]:
     return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
+
+
+def teacher_recipe(cfg: EcatConfig, parts: Sequence[Part], cold: bool) -> Recipe:
+    """The day's training: cold start (the lookback window) or one warm-start day of continual training."""
+    epochs = cfg.teacher_epochs if cold else cfg.teacher_warm_epochs
+    phase = Phase(parts, epochs, name="cold_start" if cold else "daily")
+    return Recipe(teacher_arch(cfg), cfg.teacher_lr, [phase], batch_size=cfg.teacher_batch_size)
 
 
 def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
@@ -29,15 +39,16 @@ def teacher_refresh(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     validation = target_day(ds, cfg, layout).validation
     manifest = fit_day(
         "teacher", ds, cfg, layout,
-        Recipe(teacher_arch(cfg), cfg.teacher_lr, [Phase(parts, cfg.teacher_epochs, name="cold_start" if cold else "daily")]),
+        teacher_recipe(cfg, parts, cold),
         holdout=validation, task="teacher_refresh",
         manifest_extra={"train_days": days},
     )
     log.info(
         "teacher_refresh ds=%s: %s from %s, trained on %d rows of %d day(s), loss %.4f, target-validation AUC %s, "
-        "new ids %s, wrote %s in %.1fs",
+        "%d epoch(s) of batch %d, new ids %s, wrote %s in %.1fs",
         ds, "cold start" if cold else "warm start", manifest["warm_start_ds"] or "scratch", manifest["rows"], len(days),
-        manifest["losses"][-1], _fmt(manifest["holdout_auc"]), sum(manifest["new_ids"].values()), manifest["path"],
+        manifest["losses"][-1], _fmt(manifest["holdout_auc"]), len(manifest["losses"]), manifest["batch_size"],
+        sum(manifest["new_ids"].values()), manifest["path"],
         manifest["seconds"],
     )
     return _small(manifest)

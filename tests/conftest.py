@@ -35,7 +35,8 @@ def tiny_config(**overrides: object) -> EcatConfig:
     """Small, fast settings that still exercise every component."""
     base = dict(
         min_target_rows=50, min_source_rows=100, lookback_days=2, baselines=["target_only"], ablations=[],
-        teacher_epochs=1, student_epochs=1, reweight_epochs=1, batch_size=512, teacher_hidden=[32, 16],
+        teacher_epochs=1, teacher_warm_epochs=1, student_epochs=1, reweight_epochs=1, batch_size=512,
+        teacher_batch_size=512, teacher_hidden=[32, 16],
         student_hidden=[16, 8], walks_per_seed=2, extract_batch_rows=10_000,
     )
     base.update(overrides)

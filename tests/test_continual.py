@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -5,7 +7,7 @@ from conftest import DAYS
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.models.training import CheckpointError
+from ecat_tasks.models.training import CheckpointError, load_checkpoint
 from ecat_tasks.storage import read_manifest
 from ecat_tasks.student_distill import student_distill
 from ecat_tasks.teacher_refresh import teacher_refresh
@@ -86,3 +88,20 @@ def test_student_distills_and_warm_starts(layout, cfg):
     assert manifest["holdout_auc"] is not None
     loaded = load_model(layout.model("student", D2))
     assert "student_projection" in loaded.extra  # g, the learned student->teacher projection, is checkpointed
+
+
+def test_teacher_cold_start_and_warm_day_take_their_own_epochs_and_batch_size(layout, cfg):
+    """A cold start trains teacher_epochs, a warm day teacher_warm_epochs, both in batches of
+    teacher_batch_size (the optimiser's step count says how many batches it took)."""
+    cfg = cfg.replace(teacher_epochs=2, teacher_warm_epochs=1, teacher_batch_size=100, batch_size=512)
+    for ds, epochs in ((D1, 2), (D2, 1)):
+        teacher_refresh(ds, cfg, layout)
+        directory = layout.model("teacher", ds)
+        manifest = read_manifest(directory)
+        assert manifest["cold_start"] == (ds == D1)
+        assert len(manifest["losses"]) == epochs and manifest["phases"][0]["epochs"] == epochs
+        assert manifest["batch_size"] == 100
+        steps = {float(s["step"]) for s in load_checkpoint(directory)["optimizer"]["state"].values()}
+        day_steps = epochs * math.ceil(manifest["rows"] / 100)
+        assert steps == ({day_steps} if ds == D1 else {day_steps + prior_steps})
+        prior_steps = day_steps

@@ -72,6 +72,7 @@ class Recipe:
     phases: list[Phase]
     hooks: TrainHooks = field(default_factory=TrainHooks)
     embedding_init: LoadedModel | None = None  # see :func:`train`
+    batch_size: int | None = None  # None: the config's ``batch_size``
 
 
 @dataclass
@@ -175,9 +176,10 @@ def train(recipe: Recipe, warm: WarmStart, cfg: EcatConfig, name: str, features:
         return loaded.batchable(frame, cfg.label, weight, **const, **recipe.hooks.inputs(loaded, frame))
 
     losses: list[float] = []
+    batch_size = recipe.batch_size or cfg.batch_size
     for phase, stream in zip(recipe.phases, streams):
         stream.encode = encode
-        losses += train_epochs(model, stream, loss_fn, optimizer, phase.epochs, cfg.batch_size, generator,
+        losses += train_epochs(model, stream, loss_fn, optimizer, phase.epochs, batch_size, generator,
                                f"{name}/{phase.name}")
     return TrainedModel(loaded, optimizer, extras, losses, [len(s) for s in streams], new_ids, device,
                         enc.dense_profile(stats.dense_sample()), streams[-1], columns)

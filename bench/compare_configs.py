@@ -1,0 +1,96 @@
+"""Two configurations compared on the validation slice: the same models, the same rows, paired.
+
+    .venv/bin/python -m bench.compare_configs --data synthetic --old tmp/old/ecat-quality-* \\
+        --new tmp/new/ecat-quality-* --models teacher ecat
+
+Input: the homes ``bench.quality --keep`` leaves for one configuration (``--old``) and another
+(``--new``), same data set, same seeds. For every seed and every day on which the guard
+decided, each model's scores of the guard's validation window (:func:`bench.guard_rules.day_scores`:
+validation users' target rows, never trained on) are read from both homes; the rows must be the
+same. Reported per model: validation AUC and logloss of each configuration (mean over seeds and
+days) and the lift of new over old pooled over (seed, day) by a paired bootstrap over users
+(:func:`ecat_tasks.metrics.pooled_bootstrap_lift`; positive means new is better). Next-day and
+cold-start rows are never read: this is what a default is decided on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.guard_rules import day_scores, guard_days, home_config
+
+
+def _by_seed(homes: list[Path]) -> dict[int, Path]:
+    out = {}
+    for home in homes:
+        match = re.search(r"-s(\d+)-", home.name)
+        if match:
+            out[int(match.group(1))] = home
+    return out
+
+
+def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any], conf_new: dict[str, Any],
+            models: list[str], n_resamples: int) -> dict[str, Any]:
+    from ecat_tasks.metrics import auc, logloss, pooled_bootstrap_lift
+
+    olds, news = _by_seed(old), _by_seed(new)
+    seeds = sorted(set(olds) & set(news))
+    if not seeds:
+        raise SystemExit("no seed has a home in both --old and --new")
+    days: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in models}
+    per_day = []
+    for seed in seeds:
+        cfg_old = home_config(olds[seed], data, conf_old)
+        cfg_new = home_config(news[seed], data, conf_new)
+        for ds in sorted(set(guard_days(olds[seed])) & set(guard_days(news[seed]))):
+            users, labels, s_old = day_scores(ds, cfg_old, olds[seed])
+            users_n, labels_n, s_new = day_scores(ds, cfg_new, news[seed])
+            if not (np.array_equal(users, users_n) and np.array_equal(labels, labels_n)):
+                raise SystemExit(f"seed {seed} ds={ds}: the two homes' validation rows differ; not comparable")
+            row = {"seed": seed, "ds": ds, "rows": len(labels)}
+            for m in models:
+                days[m].append((users, labels, s_new[m], s_old[m]))
+                row[m] = {"old_auc": auc(labels, s_old[m]), "new_auc": auc(labels, s_new[m]),
+                          "old_logloss": logloss(labels, s_old[m]), "new_logloss": logloss(labels, s_new[m])}
+            per_day.append(row)
+    summary = {}
+    for m in models:
+        lift = pooled_bootstrap_lift(days[m], n_resamples=n_resamples, seed=0)
+        summary[m] = {k: float(np.mean([d[m][k] for d in per_day])) for k in ("old_auc", "new_auc", "old_logloss", "new_logloss")}
+        summary[m]["auc_lift"] = lift["auc"]
+        summary[m]["logloss_lift"] = lift["logloss"]
+    return {"seeds": seeds, "per_day": per_day, "summary": summary}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, choices=["synthetic", "movielens"])
+    p.add_argument("--old", nargs="+", type=Path, required=True)
+    p.add_argument("--new", nargs="+", type=Path, required=True)
+    p.add_argument("--conf-old", default="{}", help="the --conf the old homes ran with (JSON)")
+    p.add_argument("--conf-new", default="{}", help="the --conf the new homes ran with (JSON)")
+    p.add_argument("--models", nargs="+", default=["teacher", "ecat"])
+    p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    result = compare(args.old, args.new, args.data, json.loads(args.conf_old), json.loads(args.conf_new),
+                     args.models, args.n_resamples)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2, default=float))
+    print(f"{args.data}: seeds {result['seeds']}, {len(result['per_day'])} (seed, day) pairs of validation windows")
+    print("| model | val AUC old -> new | lift new - old [95%] | val logloss old -> new | lift old - new [95%] |")
+    print("|---|---|---|---|---|")
+    for m, s in result["summary"].items():
+        a, ll = s["auc_lift"], s["logloss_lift"]
+        print(f"| {m} | {s['old_auc']:.4f} -> {s['new_auc']:.4f} | {a['lift']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}] | "
+              f"{s['old_logloss']:.4f} -> {s['new_logloss']:.4f} | {ll['lift']:+.4f} [{ll['lo']:+.4f}, {ll['hi']:+.4f}] |")
+
+
+if __name__ == "__main__":
+    main()
