@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BASELINES = ("target_only", "mixed", "mixed_scenario", "finetune", "teacher_finetune", "star")
-ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd", "no_teacher_init")
+ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd", "no_teacher_init", "no_scenario")
 
 
 def _f(default: Any, doc: str, **schema: Any) -> Any:
@@ -83,6 +83,7 @@ class EcatConfig:
     teacher_epochs: int = _f(3, "Teacher epochs of a cold start (no earlier teacher: it trains on the whole lookback window).", minimum=1, maximum=50)
     teacher_warm_epochs: int = _f(3, "Teacher epochs of a warm-start day (continual training: the day's entire space on top of yesterday's teacher).", minimum=1, maximum=50)
     student_epochs: int = _f(2, "Student epochs per day.", minimum=1, maximum=100)
+    student_scenario: bool = _f(True, "The student (and its ablations) reads the scenario as one more sparse field, as mixed_scenario does: the mini-app gets its own embedding, which enters the pairwise products, so the source rows' scenarios do not pull the target's predictions towards theirs.")
     student_target_epochs: int = _f(0, "Epochs on the target's training rows alone that close each student day (target specialisation, distillation still on); 0 = none.", minimum=0, maximum=20)
     batch_size: int = _f(256, "Mini-batch size of every training but the teacher's (teacher_batch_size).", minimum=16, maximum=131_072)
     teacher_batch_size: int = _f(256, "Mini-batch size of the teacher, which trains on the whole entire space every day (per-step costs, such as Adam's dense update of every embedding row, are paid once per batch).", minimum=16, maximum=131_072)

@@ -18,7 +18,8 @@ Baselines (student-sized unless noted), each a continual chain of its own unless
   input (shared plus scenario-specific weights); the platform's default choice.
 Ablations of ECAT (same student, one component off): no_graph (random candidates of the
 same cap, reweighted), no_weights (graph candidates, weight 1), no_kd, fixed_kd,
-no_teacher_init (student embeddings not initialised from the teacher's).
+no_teacher_init (student embeddings not initialised from the teacher's), no_scenario (the
+student without the scenario field).
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
     else:
         candidates, _, _ = candidates_part(ds, layout)
         overrides = {"no_kd": {"kd_enabled": False}, "fixed_kd": {"kd_adaptive": False},
-                     "no_teacher_init": {"student_init_from_teacher": False}}
+                     "no_teacher_init": {"student_init_from_teacher": False}, "no_scenario": {"student_scenario": False}}
         if model not in overrides:
             raise ValueError(f"unknown ablation {model!r}")
         vcfg = cfg.replace(**overrides[model])

@@ -119,3 +119,25 @@ def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint
     assert report["comparison_trained_ds"] == {"target_only": D1}
     assert "target_only" in report["models"]  # scored with its newest checkpoint
     assert f"target_only trained {D1}" in (layout.report(D2) / "report.html").read_text()
+
+
+def test_ecat_student_reads_the_scenario_and_the_no_scenario_ablation_does_not(layout, cfg):
+    """``student_scenario``: the student has the mini-app's own scenario embedding (another
+    scenario, another prediction for the same rows); the ``no_scenario`` ablation is the
+    student without it, so the report and the guard can tell what the field adds."""
+    from ecat_tasks.domain_reweight import domain_reweight
+    from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.student_distill import student_distill
+
+    teacher_refresh(D1, cfg, layout)
+    graph_select(D1, cfg, layout)
+    domain_reweight(D1, cfg, layout)
+    student_distill(D1, cfg, layout)
+    train_comparison(D1, cfg.replace(ablations=["no_scenario"]), layout, "no_scenario")
+    student, ablation = load_model(layout.model("student", D1)), load_model(layout.model("no_scenario", D1))
+    assert student.arch["kind"] == "ranking_scenario" and ablation.arch["kind"] == "ranking"
+    assert ablation.scenario_vocab is None
+    rows = read_lake([layout.lake("target", D1)]).head(300)
+    other = read_lake([layout.lake("source", D1)])["scenario"].iloc[0]
+    assert np.abs(student.score(rows, cfg.label) - student.score(rows.assign(scenario=other), cfg.label)).max() > 1e-4
+    assert np.array_equal(ablation.score(rows, cfg.label), ablation.score(rows.assign(scenario=other), cfg.label))

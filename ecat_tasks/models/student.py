@@ -29,7 +29,19 @@ STUDENT_PROJECTION = "student_projection"
 
 
 def student_arch(cfg: EcatConfig) -> dict[str, Any]:
+    """The student-sized tower (every baseline's too, which choose their own kind)."""
     return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.student_hidden)}
+
+
+def ecat_student_arch(cfg: EcatConfig) -> dict[str, Any]:
+    """The ECAT student's network: the tower, with the scenario as a field when ``student_scenario``.
+
+    The student trains on the target and one or two orders of magnitude more source rows; without
+    a scenario input every row shares one function, so the source's scenarios set the target's
+    base rate and tastes. With it the mini-app has its own embedding (the ``mixed_scenario``
+    network, here fed by weighted candidates and distillation).
+    """
+    return {**student_arch(cfg), "kind": "ranking_scenario" if cfg.student_scenario else "ranking"}
 
 
 def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> list[Phase]:
@@ -65,7 +77,7 @@ class DistillHooks(TrainHooks):
         cfg, projection = self.cfg, extras[STUDENT_PROJECTION]
 
         def loss(m: nn.Module, b: Any) -> torch.Tensor:
-            s_logit, h_s = m(b.sparse, b.dense)
+            s_logit, h_s = m(b.sparse, b.dense, **b.extra)
             return distillation_loss(
                 s_logit, h_s, b.label, b.weight, b.extra["t_logit"], b.extra["t_hidden"], projection,
                 cfg.kd_lambda, cfg.kd_temperature, cfg.kd_adaptive, cfg.kd_hidden, cfg.kd_logit,
@@ -94,7 +106,7 @@ def train_student(
     source_rows, source_weight_sum = part_totals(candidates)
     use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
 
-    recipe = Recipe({**student_arch(cfg), "kd": use_kd}, cfg.student_lr, student_phases(target_train, candidates, cfg),
+    recipe = Recipe({**ecat_student_arch(cfg), "kd": use_kd}, cfg.student_lr, student_phases(target_train, candidates, cfg),
                     hooks=DistillHooks(teacher, cfg) if use_kd else TrainHooks(),
                     embedding_init=teacher if cfg.student_init_from_teacher else None)
     return fit_day(
