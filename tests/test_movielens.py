@@ -136,7 +136,7 @@ def test_pipeline_reads_it_through_its_spec_alone(warehouse, tmp_path):
     path, _, _, _ = warehouse
     ml.seed_movielens_warehouse(path)  # the module's other test re-seeds it with another genre
     cfg = EcatConfig.from_mapping({"feature_spec": "specs/movielens.yaml", "min_target_rows": 50, "min_source_rows": 100,
-                                   "label_rate_max": 0.8, "lookback_days": 1, "teacher_epochs": 1,
+                                   "label_rate_max": 0.8, "lookback_days": 1, "teacher_epochs": 1, "teacher_batch_size": 256,
                                    "teacher_hidden": [16, 8], "walks_per_seed": 2}, env={})
     layout, ds = Layout(tmp_path), "2026-01-03"
     with duckdb.connect(str(path), read_only=True) as con:

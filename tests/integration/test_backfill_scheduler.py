@@ -43,7 +43,7 @@ ROWS = 30_000
 # large batches. torch_threads stays at its default (several threads), so a re-run only
 # reproduces a checkpoint when training is deterministic with parallel kernels.
 CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "student_epochs": 1,
-        "reweight_epochs": 1, "batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
+        "reweight_epochs": 1, "batch_size": 2048, "teacher_batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
 # one train_comparison (mapped) per comparison model of CONF: target_only

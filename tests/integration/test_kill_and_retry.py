@@ -73,7 +73,8 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _env(home: Path) -> dict[str, str]:
-    return project_env(home, home.parent / "airflow", {"ECAT_TEACHER_EPOCHS": str(EPOCHS)})
+    return project_env(home, home.parent / "airflow", {"ECAT_TEACHER_EPOCHS": str(EPOCHS), "ECAT_TEACHER_WARM_EPOCHS": str(EPOCHS),
+                                                        "ECAT_TEACHER_BATCH_SIZE": "256"})
 
 
 def _start_teacher(home: Path, ds: str, log: Path) -> subprocess.Popen:
