@@ -30,7 +30,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = "2026-11-01"
-PRODUCTION = ("extract", "validate", "graph_select", "domain_reweight", "teacher_refresh", "student_distill")
+PRODUCTION = ("extract", "validate", "graph_select", "teacher_refresh", "domain_reweight", "student_distill")
 FINAL = ("evaluate", "promote")
 
 

@@ -2,8 +2,9 @@
 
 check_conf -> wait_for_data (sensor) -> extract (to staging) -> validate (publishes to the lake)
 -> score_previous_day (yesterday's models on today's rows, before anything trains on today)
--> {graph_select -> domain_reweight, teacher_refresh, plan_comparisons} -> {student_distill,
-train_comparison[model] per due comparison model} -> guard (which model is served) -> evaluate
+-> {graph_select, teacher_refresh, plan_comparisons} -> domain_reweight (reads the graph's
+candidates and today's frozen teacher) -> {student_distill, train_comparison[model] per due
+comparison model} -> guard (which model is served) -> evaluate
 -> promote. Logic lives in
 ``ecat_tasks``; see README.
 """
@@ -86,7 +87,7 @@ def ecat_daily() -> None:
         return run_step("graph_select", ds, params)
 
     @task(queue=TRAIN_QUEUE, outlets=[_asset("selection/weights")])
-    def domain_reweight(_: dict, ds: str | None = None, params: dict | None = None) -> dict:
+    def domain_reweight(_g: dict, _t: dict, ds: str | None = None, params: dict | None = None) -> dict:
         return run_step("domain_reweight", ds, params)
 
     @task(**TRAIN, outlets=[_asset("models/teacher")])
@@ -123,8 +124,8 @@ def ecat_daily() -> None:
         return run_step("promote", ds, params)
 
     scored = score_previous_day(validate(extract(wait_for_data(check_conf()))))
-    weights = domain_reweight(graph_select(scored))
     teacher = teacher_refresh(scored)
+    weights = domain_reweight(graph_select(scored), teacher)  # its classifier reads the day's frozen teacher
     student = student_distill(weights, teacher)
     comparisons = train_comparison.partial(_w=weights, _t=teacher).expand(model=plan_comparisons(scored))
     guarded = guard(student)

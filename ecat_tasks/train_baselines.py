@@ -136,9 +136,8 @@ def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
         graph_ids = graph_candidates_ids(ds, layout).column("sample_id")
         source_ids = source_sample_ids(ds, layout)
         rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
-        rw = reweight(target_train, rand, cfg)
-        kept = rw.sample_id.filter(pa.array(rw.keep)).combine_chunks()
-        candidates = source_subset_part(ds, layout, kept, rw.weight[rw.keep], name="random_weighted")
+        rw = reweight(target_train, rand, cfg, teacher)
+        candidates = source_subset_part(ds, layout, rw.sample_id.combine_chunks(), rw.weight, name="random_weighted")
     elif model == "no_weights":  # graph candidates, weight 1
         graph_ids = graph_candidates_ids(ds, layout).column("sample_id").combine_chunks()
         candidates = source_subset_part(ds, layout, graph_ids, name="graph_unweighted")

@@ -105,8 +105,8 @@ def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint
     assert plan_comparisons(D1, cfg, layout) == ["target_only"]
     for ds in DAYS:
         graph_select(ds, cfg, layout)
-        domain_reweight(ds, cfg, layout)
         teacher_refresh(ds, cfg, layout)
+        domain_reweight(ds, cfg, layout)
         student_distill(ds, cfg, layout)
         for model in plan_comparisons(ds, cfg, layout):
             train_comparison(ds, cfg, layout, model)

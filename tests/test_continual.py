@@ -79,8 +79,8 @@ def test_a_spec_change_is_refused_not_warm_started(layout, cfg, tmp_path):
 def test_student_distills_and_warm_starts(layout, cfg):
     for ds in DAYS:
         graph_select(ds, cfg, layout)
-        domain_reweight(ds, cfg, layout)
         teacher_refresh(ds, cfg, layout)
+        domain_reweight(ds, cfg, layout)
         m = student_distill(ds, cfg, layout)
     assert m["warm_start_ds"] == D1
     manifest = read_manifest(layout.model("student", D2))

@@ -51,7 +51,7 @@ def test_wiring(dag) -> None:
     assert up["validate"] == {"extract"}
     assert up["score_previous_day"] == {"validate"}
     assert up["graph_select"] == {"score_previous_day"}
-    assert up["domain_reweight"] == {"graph_select"}
+    assert up["domain_reweight"] == {"graph_select", "teacher_refresh"}  # reads today's frozen teacher
     assert up["teacher_refresh"] == {"score_previous_day"}
     assert up["student_distill"] == {"domain_reweight", "teacher_refresh"}
     assert up["plan_comparisons"] == {"score_previous_day"}

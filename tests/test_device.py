@@ -73,8 +73,8 @@ def test_every_training_step_sends_its_models_and_batches_to_cuda(layout, cfg, f
     cfg = cfg.replace(device="cuda", baselines=["target_only"], ablations=["no_kd"])
     graph_select(ds, cfg, layout)  # not a training step: no torch
     steps = {
-        "domain_reweight": lambda: domain_reweight(ds, cfg, layout),
         "teacher_refresh": lambda: teacher_refresh(ds, cfg, layout),
+        "domain_reweight": lambda: domain_reweight(ds, cfg, layout),  # reads the day's teacher
         "student_distill": lambda: student_distill(ds, cfg, layout),
         "train_comparison": lambda: train_comparison(ds, cfg, layout, "target_only"),
     }
@@ -84,7 +84,8 @@ def test_every_training_step_sends_its_models_and_batches_to_cuda(layout, cfg, f
         run()
         assert fake_cuda["tensor"] > 0, f"{name}: no batch went to the GPU"
         if name == "domain_reweight":
-            assert fake_cuda["DomainAdversarialModel"] == 1
+            # the frozen teacher and one discriminator per cross-fitting fold
+            assert fake_cuda["RankingModel"] == 1 and fake_cuda["Sequential"] == cfg.reweight_folds, fake_cuda
         elif name == "student_distill":  # the student, its KD projection and the frozen teacher
             assert fake_cuda["RankingModel"] == 2 and fake_cuda["Linear"] >= 1, fake_cuda
         else:

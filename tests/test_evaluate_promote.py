@@ -44,8 +44,8 @@ def test_gate_of_a_served_baseline(cfg):
 
 def train_day(ds, cfg, layout):
     graph_select(ds, cfg, layout)
-    domain_reweight(ds, cfg, layout)
     teacher_refresh(ds, cfg, layout)
+    domain_reweight(ds, cfg, layout)
     student_distill(ds, cfg, layout)
     train_baselines(ds, cfg, layout)
 

@@ -184,8 +184,8 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     cfg = cfg.replace(ablations=["no_kd"], baselines=["target_only"], promote_min_lift=-1.0, guard_rule="margin")
     ds = DAYS[0]
     graph_select(ds, cfg, layout)
-    domain_reweight(ds, cfg, layout)
     teacher_refresh(ds, cfg, layout)
+    domain_reweight(ds, cfg, layout)
     student_distill(ds, cfg, layout)
     train_baselines(ds, cfg, layout)
     assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat_no_kd", "ecat"]
@@ -250,8 +250,8 @@ def test_a_comparison_model_not_trained_today_is_no_candidate(layout, cfg):
     """target_only is configured but did not train today: only the teacher of the day and ECAT compete."""
     ds = DAYS[0]
     graph_select(ds, cfg, layout)
-    domain_reweight(ds, cfg, layout)
     teacher_refresh(ds, cfg, layout)
+    domain_reweight(ds, cfg, layout)
     student_distill(ds, cfg, layout)
     assert "target_only" in cfg.baselines and candidates(ds, cfg, layout) == ["teacher", "ecat"]
     out = guard(ds, cfg, layout)

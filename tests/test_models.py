@@ -5,16 +5,8 @@ import torch
 
 from ecat_tasks.models.data import Encoders, Vocabulary
 from ecat_tasks.models.distill import adaptive_weights, bernoulli_kl, distillation_loss, hidden_regression
-from ecat_tasks.models.networks import RankingModel, StarModel, grad_reverse
+from ecat_tasks.models.networks import RankingModel, StarModel
 from ecat_tasks.models.training import CheckpointError, load_checkpoint, save_checkpoint, warm_load
-
-
-def test_gradient_reversal_reverses_and_scales():
-    x = torch.tensor([1.0, -2.0, 3.0], requires_grad=True)
-    y = grad_reverse(x, 0.5)
-    assert torch.equal(y, x)  # identity forward
-    (y * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
-    assert torch.allclose(x.grad, torch.tensor([-0.5, -1.0, -1.5]))
 
 
 def test_adaptive_weight_is_large_where_teacher_is_right():

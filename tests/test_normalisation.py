@@ -48,8 +48,8 @@ def constant_first_day(tmp_path_factory: pytest.TempPathFactory) -> tuple[Layout
                 validate(ds, cfg, layout)
         drift[ds] = validate(ds, cfg.replace(drift_psi_fail=0.0), layout)["drift_psi"]  # on-call's override
         graph_select(ds, cfg, layout)
-        domain_reweight(ds, cfg, layout)
         teacher_refresh(ds, cfg, layout)
+        domain_reweight(ds, cfg, layout)
         student_distill(ds, cfg, layout)
         train_baselines(ds, cfg, layout)
     return layout, cfg, drift

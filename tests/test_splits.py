@@ -117,8 +117,8 @@ def test_held_out_and_validation_users_never_train_any_model(layout, monkeypatch
     spy(graph_select, "target_train_table", lambda args, kwargs, result: [result.to_pandas()])
 
     graph_select.graph_select(ds, cfg, layout)
-    domain_reweight.domain_reweight(ds, cfg, layout)
     teacher_refresh.teacher_refresh(ds, cfg, layout)
+    domain_reweight.domain_reweight(ds, cfg, layout)
     student_distill.student_distill(ds, cfg, layout)
     train_baselines.train_baselines(ds, cfg, layout)
 

@@ -79,8 +79,8 @@ def test_target_specialisation_closes_the_day_on_the_target_rows_alone(layout) -
     ds = DAYS[0]
     plain = tiny_config()
     graph_select(ds, plain, layout)
-    domain_reweight(ds, plain, layout)
     teacher_refresh(ds, plain, layout)
+    domain_reweight(ds, plain, layout)
     runs = {}
     for epochs in (0, 1):
         student_distill(ds, tiny_config(student_target_epochs=epochs), layout)

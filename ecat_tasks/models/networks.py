@@ -1,8 +1,8 @@
-"""Ranking networks built from the feature spec: the teacher/student tower, STAR, DANN.
+"""Ranking networks built from the feature spec: the teacher/student tower and STAR.
 
 Every network embeds each sparse feature (row 0 = unseen id), appends the normalised dense
 features and runs an MLP. ``forward`` returns ``(logit, hidden)``: the last hidden layer is
-what distillation aligns and what the domain classifier reads.
+what distillation aligns and what the domain classifier reads (the teacher's).
 """
 
 from __future__ import annotations
@@ -142,57 +142,3 @@ class StarModel(nn.Module):
         for layer in self.layers:
             h = torch.relu(layer(h, scenario))
         return self.head(h).squeeze(1), h
-
-
-class GradientReversal(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by -lambda backward (DANN)."""
-
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, lam: float) -> torch.Tensor:
-        ctx.lam = lam
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        return -ctx.lam * grad, None
-
-
-def grad_reverse(x: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
-    return GradientReversal.apply(x, lam)
-
-
-class DomainAdversarialModel(nn.Module):
-    """Shared encoder, a task head (the label) and a domain head behind gradient reversal.
-
-    The domain head reads the encoder's representation through the reversal (so the encoder
-    learns to drop domain differences the task does not need: DANN) and, detached, the raw
-    feature view (so the head can still tell domains apart where they really differ), each
-    also multiplied by the label sign. Reading the label makes p/(1-p) the joint ratio
-    p_T(x, y) / p_S(x, y), the importance weight that corrects a weighted loss, including where
-    source labels disagree with the target's (concept shift).
-    """
-
-    def __init__(self, vocab_sizes: dict[str, int], n_dense: int, embed_dim: int, hidden: Sequence[int],
-                 grl_lambda: float = 1.0) -> None:
-        super().__init__()
-        self.embedding = FeatureEmbedding(vocab_sizes, embed_dim, n_dense)
-        self.encoder = mlp(self.embedding.out_dim, hidden)
-        self.task_head = nn.Linear(hidden[-1], 1)
-        d_in = 2 * (self.embedding.out_dim + hidden[-1])
-        self.domain_head = nn.Sequential(nn.Linear(d_in, hidden[-1]), nn.ReLU(), nn.Linear(hidden[-1], 1))
-        self.grl_lambda = grl_lambda
-
-    def _domain(self, x: torch.Tensor, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        view = torch.cat([x.detach(), z], dim=1)
-        sign = (2.0 * label - 1.0).unsqueeze(1)
-        return self.domain_head(torch.cat([view, view * sign], dim=1)).squeeze(1)
-
-    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.embedding(sparse, dense)
-        z = self.encoder(x)
-        return self.task_head(z).squeeze(1), self._domain(x, grad_reverse(z, self.grl_lambda), label)
-
-    def domain_logit_raw(self, sparse: torch.Tensor, dense: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        """Domain logit of (x, y) without the reversal: the density-ratio estimate."""
-        x = self.embedding(sparse, dense)
-        return self._domain(x, self.encoder(x), label)
