@@ -69,7 +69,7 @@ class EcatConfig:
     reweight_enabled: bool = _f(True, "Domain weights on; off gives every candidate weight 1.")
     reweight_epochs: int = _f(3, "Epochs of the domain classifier (per fold, over its fit sample).", minimum=1, maximum=50)
     reweight_folds: int = _f(5, "Cross-fitting folds of the domain classifier: no candidate is scored by a model that trained on it.", minimum=2, maximum=20)
-    reweight_fit_rows: int = _f(200_000, "Rows the domain classifiers fit on (a seeded sample: up to half target-train rows, the rest candidates); every candidate is still scored.", minimum=1_000, maximum=10_000_000)
+    reweight_fit_rows: int = _f(100_000, "Rows the domain classifiers fit on (a seeded sample: up to half target-train rows, the rest candidates); every candidate is still scored.", minimum=1_000, maximum=10_000_000)
     reweight_min_ess: float = _f(0.5, "Floor on the effective sample size of the weights, as a share of the candidates (tempers the density ratio).", minimum=0.0, maximum=1.0)
     weight_max: float = _f(5.0, "Upper clip of an importance weight.", minimum=1.0, maximum=100.0)
     weight_floor: float = _f(0.1, "Lowest importance weight: the least target-like candidates keep it instead of being dropped.", minimum=0.0, maximum=1.0)
