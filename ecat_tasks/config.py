@@ -85,6 +85,7 @@ class EcatConfig:
     teacher_epochs: int = _f(3, "Teacher epochs of a cold start (no earlier teacher: it trains on the whole lookback window).", minimum=1, maximum=50)
     teacher_warm_epochs: int = _f(1, "Teacher epochs of a warm-start day (continual training: the day's entire space, seen once, on top of yesterday's teacher; chosen on validation, bench/RESULTS.md issue 16).", minimum=1, maximum=50)
     student_epochs: int = _f(2, "Student epochs per day.", minimum=1, maximum=100)
+    teacher_scenario: bool = _f(True, "The teacher reads the scenario as one more sparse field: it learns where the entire space's scenarios differ, so what it distils into the student is its prediction for the mini-app's rows, not the average over scenarios.")
     student_scenario: bool = _f(True, "The student (and its ablations) reads the scenario as one more sparse field, as mixed_scenario does: the mini-app gets its own embedding, which enters the pairwise products, so the source rows' scenarios do not pull the target's predictions towards theirs.")
     student_target_epochs: int = _f(0, "Epochs on the target's training rows alone that close each student day (target specialisation, distillation still on); 0 = none.", minimum=0, maximum=20)
     batch_size: int = _f(256, "Mini-batch size of every training but the teacher's (teacher_batch_size).", minimum=16, maximum=131_072)

@@ -21,7 +21,11 @@ log = logging.getLogger(__name__)
 
 
 def teacher_arch(cfg: EcatConfig) -> dict[str, Any]:
-    return {"kind": "ranking", "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
+    """The teacher's network; with ``teacher_scenario`` the scenario is a field (the entire space is
+    many scenarios: without it the teacher predicts each scenario's average, which distillation
+    then hands to the mini-app's student)."""
+    kind = "ranking_scenario" if cfg.teacher_scenario else "ranking"
+    return {"kind": kind, "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
 
 
 def teacher_recipe(cfg: EcatConfig, parts: Sequence[Part], cold: bool) -> Recipe:

@@ -124,7 +124,9 @@ def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint
 def test_ecat_student_reads_the_scenario_and_the_no_scenario_ablation_does_not(layout, cfg):
     """``student_scenario``: the student has the mini-app's own scenario embedding (another
     scenario, another prediction for the same rows); the ``no_scenario`` ablation is the
-    student without it, so the report and the guard can tell what the field adds."""
+    student without it, so the report and the guard can tell what the field adds. The teacher
+    (``teacher_scenario``) reads it too, and a student without the field still distils from it
+    (the scenario column is streamed for the teacher alone)."""
     from ecat_tasks.domain_reweight import domain_reweight
     from ecat_tasks.graph_select import graph_select
     from ecat_tasks.student_distill import student_distill
@@ -137,6 +139,8 @@ def test_ecat_student_reads_the_scenario_and_the_no_scenario_ablation_does_not(l
     student, ablation = load_model(layout.model("student", D1)), load_model(layout.model("no_scenario", D1))
     assert student.arch["kind"] == "ranking_scenario" and ablation.arch["kind"] == "ranking"
     assert ablation.scenario_vocab is None
+    assert load_model(layout.model("teacher", D1)).arch["kind"] == "ranking_scenario"
+    assert read_manifest(layout.model("no_scenario", D1))["kd"]["enabled"]
     rows = read_lake([layout.lake("target", D1)]).head(300)
     other = read_lake([layout.lake("source", D1)])["scenario"].iloc[0]
     assert np.abs(student.score(rows, cfg.label) - student.score(rows.assign(scenario=other), cfg.label)).max() > 1e-4

@@ -69,6 +69,9 @@ class DistillHooks(TrainHooks):
         # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
         return {STUDENT_PROJECTION: nn.Linear(model.hidden_dim, self.teacher.model.hidden_dim)}
 
+    def columns(self) -> list[str]:
+        return ["scenario"] if self.teacher.scenario_vocab is not None else []
+
     def inputs(self, model: LoadedModel, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
         t_logit, hidden = predict_logits(self.teacher.model, self.teacher.batchable(frame, self.cfg.label))
         return {"t_logit": t_logit, "t_hidden": hidden}

@@ -59,6 +59,10 @@ class TrainHooks:
         """Extra per-row tensors of a slice of rows (batched along with it)."""
         return {}
 
+    def columns(self) -> list[str]:
+        """Lake columns :meth:`inputs` reads beyond the model's own (e.g. a teacher's scenario)."""
+        return []
+
     def loss(self, model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
         return lambda m, b: weighted_bce(m(b.sparse, b.dense, **b.extra)[0], b.label, b.weight)
 
@@ -137,6 +141,7 @@ def train(recipe: Recipe, warm: WarmStart, cfg: EcatConfig, name: str, features:
     warm.check(arch, features, spec_path)
     scenario = arch["kind"] in SCENARIO_KINDS
     columns = [*Encoders.columns(cfg.label, features), *(["scenario"] if scenario else [])]
+    columns += [c for c in recipe.hooks.columns() if c not in columns]
     streams = [LakeStream(p.parts(), columns, encode=None, buffer_rows=cfg.shuffle_buffer_rows, device=device)
                for p in recipe.phases]
     stats, scenario_ids = ColumnStats(features), np.zeros(0, np.int64)
