@@ -169,3 +169,17 @@ def test_reweighting_switched_off_keeps_every_candidate_at_weight_one(layout):
     assert (table["weight"] == 1.0).all() and table["domain_prob"].isna().all()
     manifest = read_manifest(part)
     assert manifest["enabled"] is False and manifest["uniform_fallback"] is False
+
+
+def test_the_scenario_alone_does_not_tell_the_domains_apart(layout, teacher):
+    """A teacher that reads the scenario sees every row as a mini-app row: the same rows under
+    another scenario get the same probabilities (else the classifier separates the domains by
+    the scenario field and the weights collapse)."""
+    assert teacher.scenario_vocab is not None
+    target = _lake(layout, "target")
+    half = np.arange(len(target)) % 2 == 0
+    alike = target[~half].reset_index(drop=True)
+    cfg = CFG.replace(reweight_min_auc=0.0)
+    as_target = reweight(target[half].reset_index(drop=True), alike, cfg, teacher)
+    as_source = reweight(target[half].reset_index(drop=True), alike.assign(scenario="coupons"), cfg, teacher)
+    np.testing.assert_array_equal(as_target.domain_prob, as_source.domain_prob)

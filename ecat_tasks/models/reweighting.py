@@ -219,9 +219,16 @@ def _teacher_columns(teacher: LoadedModel, cfg: EcatConfig) -> list[str]:
 
 
 def _teacher_view(stream: LakeStream, teacher: LoadedModel, cfg: EcatConfig) -> Iterator[tuple[pa.Table, torch.Tensor, np.ndarray]]:
-    """(table, features, label) per streamed slice: the frozen teacher's hidden layer, in chunks."""
+    """(table, features, label) per streamed slice: the frozen teacher's hidden layer, in chunks.
+
+    A teacher that reads the scenario sees every row as a mini-app row (``target_scenario``):
+    its own scenario would tell the domains apart by itself, which is the collapse the
+    classifier must not have; what is left is how target-like the row's user, item and context are.
+    """
     for table in stream.tables():
         frame = table.to_pandas()
+        if teacher.scenario_vocab is not None:
+            frame["scenario"] = cfg.target_scenario
         label = frame[cfg.label].to_numpy()
         _, hidden = predict_logits(teacher.model, teacher.batchable(frame, cfg.label))
         yield table, features(hidden, label), label
