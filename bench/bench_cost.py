@@ -11,6 +11,11 @@ The configuration is the DAG's default (every baseline and ablation) unless ``--
 otherwise. Day 1 is a cold start whose lookback window is that one day, so the teacher
 trains on the same rows as on a warm day.
 
+``--warm`` measures the day a production pipeline runs every day instead: the warehouse holds
+the day before too, whose every step (comparison models included) runs first, unmeasured, so
+each model of the measured day warm-starts from its own checkpoint (the teacher's warm day is
+``teacher_warm_epochs``, a cold start ``teacher_epochs``).
+
 ``--e2e`` also runs the same day through Airflow (``airflow dags test``, in a fresh
 AIRFLOW_HOME) and reports its wall time: the figure an operator sees.
 """
@@ -30,8 +35,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 DS = "2026-11-01"
-PRODUCTION = ("extract", "validate", "graph_select", "teacher_refresh", "domain_reweight", "student_distill")
-FINAL = ("evaluate", "promote")
+DS_BEFORE = "2026-10-31"  # --warm: the day whose checkpoints the measured day warm-starts from
+PRODUCTION = ("extract", "validate", "score_previous_day", "graph_select", "teacher_refresh", "domain_reweight", "student_distill")
+FINAL = ("guard", "evaluate", "promote")  # the guard after every comparison model, as in the DAG
 
 
 def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[str, Any]:
@@ -84,24 +90,35 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, comparisons: bool) -> dict[str, Any]:
-    """Every step of one day at ``rows`` rows; comparison models (one task each) unless ``comparisons`` is off."""
+def _seed_args(rows: int, home: Path, warm: bool) -> list[str]:
+    return ["--seed-only", "--rows", str(rows), "--home", str(home), *(["--warm"] if warm else [])]
+
+
+def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, comparisons: bool,
+               warm: bool = False) -> dict[str, Any]:
+    """Every step of one day at ``rows`` rows; comparison models (one task each) unless ``comparisons`` is off.
+
+    ``warm``: the day before runs first, unmeasured (see the module docstring)."""
     home = workdir / f"home_{rows}"
     env = _env(home)
-    seeded = _child(["--seed-only", "--rows", str(rows), "--home", str(home)], env)
+    seeded = _child(_seed_args(rows, home, warm), env)
 
-    def step(name: str) -> dict[str, Any]:
-        return _child(["--one-step", name, "--home", str(home), "--conf", json.dumps(conf)], env)
+    def day(ds: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        def step(name: str) -> dict[str, Any]:
+            return _child(["--one-step", name, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)], env)
 
-    production = [step(s) for s in PRODUCTION]
-    plan = step("plan_comparisons")["plan"]
-    compare = [step(f"train_comparison:{m}") for m in plan]
-    final = [step(s) for s in FINAL]
+        production = [step(s) for s in PRODUCTION]
+        plan = step("plan_comparisons")["plan"]
+        return production, [step(f"train_comparison:{m}") for m in plan], [step(s) for s in FINAL]
+
+    if warm:
+        day(DS_BEFORE)
+    production, compare, final = day(DS)
     steps = production + compare + final
     # promote's gate compares the student with target_only: that one belongs to the production path
     prod = production + [c for c in compare if c["step"] == "train_comparison:target_only"] + final
     compare = [c for c in compare if c["step"] != "train_comparison:target_only"]
-    result = {"rows": rows, "seed": seeded, "steps": steps, "comparisons": comparisons,
+    result = {"rows": rows, "seed": seeded, "steps": steps, "comparisons": comparisons, "warm": warm,
               "production_seconds": sum(s["seconds"] for s in prod),
               "production_process_seconds": sum(s["process_seconds"] for s in prod),
               "comparison_seconds": sum(s["seconds"] for s in compare),
@@ -109,12 +126,13 @@ def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, compar
               "total_process_seconds": sum(s["process_seconds"] for s in steps),
               "peak_mb": max(s["peak_mb"] for s in steps)}
     if e2e:
-        result["e2e_seconds"] = dags_test(rows, conf, workdir / f"e2e_{rows}")
+        result["e2e_seconds"] = dags_test(rows, conf, workdir / f"e2e_{rows}", warm)
     return result
 
 
-def dags_test(rows: int, conf: dict[str, Any], home: Path) -> float:
-    """One day through Airflow (``airflow dags test``), fresh homes: the operator's wall time."""
+def dags_test(rows: int, conf: dict[str, Any], home: Path, warm: bool = False) -> float:
+    """One day through Airflow (``airflow dags test``), fresh homes: the operator's wall time
+    (``warm``: of the second of two days)."""
     env = _env(home / "ecat")
     env.update(AIRFLOW_HOME=str(home / "airflow"))
     sourced = subprocess.run(["bash", "-c", f'source "{ROOT}/scripts/env.sh" >/dev/null && env -0'], env=env,
@@ -122,13 +140,15 @@ def dags_test(rows: int, conf: dict[str, Any], home: Path) -> float:
     env = dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item)
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True, check=True)
-    _child(["--seed-only", "--rows", str(rows), "--home", str(home / "ecat")], env)
-    t0 = time.perf_counter()
-    out = subprocess.run([airflow, "dags", "test", "ecat_daily", DS, "--conf", json.dumps(conf)], env=env,
-                         capture_output=True, text=True)
-    seconds = time.perf_counter() - t0
-    if out.returncode != 0 or "state=success" not in out.stdout + out.stderr:
-        raise RuntimeError(f"airflow dags test failed:\n{(out.stdout + out.stderr)[-3000:]}")
+    _child(_seed_args(rows, home / "ecat", warm), env)
+    seconds = 0.0
+    for ds in ([DS_BEFORE] if warm else []) + [DS]:
+        t0 = time.perf_counter()
+        out = subprocess.run([airflow, "dags", "test", "ecat_daily", ds, "--conf", json.dumps(conf)], env=env,
+                             capture_output=True, text=True)
+        seconds = time.perf_counter() - t0
+        if out.returncode != 0 or "state=success" not in out.stdout + out.stderr:
+            raise RuntimeError(f"airflow dags test {ds} failed:\n{(out.stdout + out.stderr)[-3000:]}")
     return seconds
 
 
@@ -212,7 +232,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-comparisons", action="store_true",
                         help="only the production path: extract..promote with target_only (the gate's reference) "
                              "and no other comparison model")
+    parser.add_argument("--warm", action="store_true",
+                        help="measure a warm-start day: the day before (every step) runs first, unmeasured")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)
+    parser.add_argument("--ds", default=DS, help=argparse.SUPPRESS)
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--home", help=argparse.SUPPRESS)
@@ -223,12 +246,13 @@ def main(argv: list[str] | None = None) -> None:
         from ecat_tasks.synthetic import seed_warehouse
 
         t0 = time.perf_counter()
-        seed_warehouse(Path(args.home) / "warehouse.duckdb", DS, 1, args.rows)
+        first, days = (DS_BEFORE, 2) if args.warm else (DS, 1)
+        seed_warehouse(Path(args.home) / "warehouse.duckdb", first, days, args.rows)
         print(json.dumps({"seconds": time.perf_counter() - t0,
                           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         return
     if args.one_step:
-        print(json.dumps(run_one_step(args.one_step, DS, args.home, conf)))
+        print(json.dumps(run_one_step(args.one_step, args.ds, args.home, conf)))
         return
 
     if args.merge:
@@ -239,13 +263,15 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
             results = []
             for rows in args.sizes:
-                results.append(bench_size(rows, conf, Path(tmp), args.e2e and rows == 1_000_000, not args.no_comparisons))
+                results.append(bench_size(rows, conf, Path(tmp), args.e2e and rows == 1_000_000, not args.no_comparisons,
+                                          args.warm))
                 print(f"{rows:,} rows done: {results[-1]['total_step_seconds']:.0f}s of steps", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     if args.plot:
         plot(results, args.plot)
-    print(f"machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; conf {conf or 'defaults'}")
+    print(f"machine: {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.1f}; conf {conf or 'defaults'}; "
+          f"{'warm-start day (the day before ran first)' if args.warm else 'cold-start day'}")
     print(table(results))
 
 
