@@ -105,7 +105,9 @@ def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, compar
 
     def day(ds: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         def step(name: str) -> dict[str, Any]:
-            return _child(["--one-step", name, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)], env)
+            result = _child(["--one-step", name, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)], env)
+            print(f"{rows:,} rows, {ds}: {json.dumps(result)}", file=sys.stderr, flush=True)  # a stopped run keeps its steps
+            return result
 
         production = [step(s) for s in PRODUCTION]
         plan = step("plan_comparisons")["plan"]
