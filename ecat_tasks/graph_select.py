@@ -51,10 +51,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import domain_window, lake_table, target_train_table
+from ecat_tasks.inputs import domain_window, lake_rows, lake_table, target_train_table
 from ecat_tasks.spec import KNOWN_LABELS, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
 
@@ -126,14 +127,16 @@ def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> Inter
     t0 = time.perf_counter()
     names = interactions.column_names if isinstance(interactions, pa.Table) else list(interactions.columns)
     cols = {c: _column(interactions, c) for c in GRAPH_COLUMNS if c in names}
+    del interactions  # the caller may hand over its only reference: these arrays are all the build needs
     cols.setdefault("conversion", np.zeros(len(cols["user_id"]), np.int64))  # a spec without conversions
     n_rows = len(cols["user_id"])
-    user_ids, u = np.unique(cols["user_id"], return_inverse=True)
-    item_ids, i = np.unique(cols["item_id"], return_inverse=True)
-    cat_ids, c = np.unique(cols["category_id"], return_inverse=True)
+    # each column is dropped once used and the inverses kept as int32, so the peak holds about
+    # one id column's sort at a time (16M interactions: 3.4 GB -> see bench/RESULTS.md)
+    w = _interaction_weight(cols.pop("click"), cols.pop("conversion"), cfg)
+    user_ids, u = _unique_inverse(cols.pop("user_id"))
+    item_ids, i = _unique_inverse(cols.pop("item_id"))
+    cat_ids, c = _unique_inverse(cols.pop("category_id"))
     n_u, n_i, n_c = len(user_ids), len(item_ids), len(cat_ids)
-    w = _interaction_weight(cols["click"], cols["conversion"], cfg)
-    del cols
 
     # One edge per (user, item) pair, weighted by the sum of its interactions' weights.
     pair, pair_inv = np.unique(u.astype(np.int64) * max(n_i, 1) + i, return_inverse=True)
@@ -179,6 +182,12 @@ def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> Inter
         g=g, ids={"user": user_ids, "item": item_ids, "category": cat_ids},
         interactions=n_rows, seconds=time.perf_counter() - t0,
     )
+
+
+def _unique_inverse(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values and each row's index into them (int32 while it fits)."""
+    ids, inverse = np.unique(values, return_inverse=True)
+    return ids, inverse.astype(np.int32) if len(ids) < 2**31 - 1 else inverse
 
 
 def _column(data: pd.DataFrame | pa.Table, name: str) -> np.ndarray:
@@ -380,9 +389,11 @@ def select_top(scores: pd.DataFrame, cap: int) -> pd.DataFrame:
     if len(pos) > cap:
         threshold = np.partition(s[pos], len(pos) - cap)[len(pos) - cap]
         pos = pos[s[pos] >= threshold]
-    top = scores.iloc[pos][["sample_id", "graph_score"]]
-    top = top.sort_values(["graph_score", "sample_id"], ascending=[False, True], kind="stable")
-    return top.head(cap).reset_index(drop=True)
+    # sorted in Arrow: pandas' sort of millions of string ids held several copies of them
+    top = pa.table({"sample_id": pa.array(scores["sample_id"], pa.string()).take(pa.array(pos)),
+                    "graph_score": s[pos]})
+    order = pc.sort_indices(top, sort_keys=[("graph_score", "descending"), ("sample_id", "ascending")])
+    return top.take(order.slice(0, cap)).to_pandas()
 
 
 def random_sample(sample_ids: np.ndarray, cap: int, seed: int) -> pd.DataFrame:
@@ -409,35 +420,33 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
 
     labels = spec_of(cfg).label_names
     graph_columns = [c for c in GRAPH_COLUMNS if c not in KNOWN_LABELS or c in labels]
-    source = lake_table(src_path, ["sample_id", *graph_columns])
-    target_day = lake_table(tgt_path, graph_columns)
-    target_rows = target_day.num_rows
-    source_rows = source.num_rows
+    target_rows = lake_rows(tgt_path)
+    source_rows = lake_rows(src_path)
     cap = int(math.floor(cfg.max_source_ratio * target_rows))
     info: dict[str, Any] = {"window_days": {}, "seeds": {}, "nodes": {}, "edges": {}, "reached": {}, "walks": 0}
 
     if cfg.graph_enabled:
         src_days = domain_window(layout, "source", ds, cfg.lookback_days)
         tgt_days = domain_window(layout, "target", ds, cfg.lookback_days)
-        parts = [source.select(graph_columns)] + [lake_table(layout.lake("source", d), graph_columns) for d in src_days if d != ds]
         # seeds and edges come from target-train rows only (the held-out users' rows are evaluation data)
         targets = [target_train_table(tgt_path, cfg, graph_columns)] + [
             target_train_table(layout.lake("target", d), cfg, graph_columns)
                                                          for d in tgt_days if d != ds]
         target_all = pa.concat_tables(targets).combine_chunks()
-        interactions = pa.concat_tables(parts + [target_all]).combine_chunks()
-        del parts
         timings["read"] = time.perf_counter() - t0
-
-        graph = build_graph(interactions, cfg)
+        # Only the graph's columns while it is built (no sample_id), and no reference kept here:
+        # build_graph frees the Arrow table once it holds the columns as arrays.
+        days = [ds] + [d for d in src_days if d != ds]  # the day first, as the walks' weights have always summed
+        graph = build_graph(pa.concat_tables([lake_table(layout.lake("source", d), graph_columns) for d in days]
+                                             + [target_all]), cfg)
         timings["build"] = graph.seconds
-        del interactions
         visits = visit_scores(graph, target_all.column("user_id").to_numpy(), target_all.column("item_id").to_numpy(), cfg)
         timings["walk"] = visits.seconds
         del target_all
         t1 = time.perf_counter()
-        scores = pd.DataFrame({
-            "sample_id": source.column("sample_id").to_numpy(zero_copy_only=False),
+        source = lake_table(src_path, ["sample_id", "user_id", "item_id"])
+        scores = pd.DataFrame({  # Arrow-backed strings: 16M Python str objects would be ~1 GB
+            "sample_id": source.column("sample_id").to_pandas(),
             "graph_score": score_samples(graph, visits, source.column("user_id").to_numpy(), source.column("item_id").to_numpy()),
         })
         selected = select_top(scores, cap)
@@ -448,11 +457,12 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
             walks=visits.walks, walks_per_seed=visits.walks_per_seed, engine=visits.engine,
             interactions=graph.interactions, zero_score_rows=int((scores["graph_score"].to_numpy() <= 0).sum()),
         )
-        del scores, graph, visits
+        del scores, graph, visits, source
     else:
         timings["read"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        selected = random_sample(source.column("sample_id").to_numpy(zero_copy_only=False), cap, cfg.seed)
+        selected = random_sample(lake_table(src_path, ["sample_id"]).column("sample_id").to_numpy(zero_copy_only=False),
+                                 cap, cfg.seed)
         timings["select"] = time.perf_counter() - t1
         log.info("graph_select ds=%s: graph selection is OFF (graph_enabled=false, the 'no graph' ablation): "
                  "keeping a seeded random sample of %d source rows, graph_score=NaN", ds, min(cap, source_rows))
@@ -462,7 +472,7 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     out = layout.partition(AREA, ds)
     t2 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        table = pa.table({"sample_id": pa.array(selected["sample_id"].to_numpy(), pa.string()),
+        table = pa.table({"sample_id": pa.array(selected["sample_id"], pa.string()),
                           "graph_score": pa.array(selected["graph_score"].to_numpy(np.float64), pa.float64())})
         pq.write_table(table, tmp / OUTPUT_FILE)
         timings["write"] = time.perf_counter() - t2

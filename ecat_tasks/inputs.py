@@ -133,6 +133,14 @@ def lake_table(path: Path, columns: Sequence[str]) -> pa.Table:
     return pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in files]).combine_chunks()
 
 
+def lake_rows(path: Path) -> int:
+    """Rows of a lake partition, from the Parquet footers (no column is read)."""
+    files = sorted(path.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
 def target_train_table(path: Path, cfg: EcatConfig, columns: Sequence[str]) -> pa.Table:
     """A target partition's training rows only: validation and holdout users never shape training inputs."""
     table = lake_table(path, list(dict.fromkeys([*columns, "user_id", "sample_id"])))
