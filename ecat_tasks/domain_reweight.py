@@ -36,7 +36,9 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     graph = graph_candidates_ids(ds, layout)
     if graph.num_rows == 0:
         raise ValueError(f"graph_select kept no candidates for ds={ds}: nothing to reweight (check graph_select's log)")
-    graph_ids = graph.column("sample_id").combine_chunks()
+    # the ids once (one array) and the scores, not the table: at 16M rows each copy of the ids is ~0.25 GB
+    graph_ids, graph_score, n_graph = graph.column("sample_id").combine_chunks(), graph.column("graph_score").to_numpy(), graph.num_rows
+    del graph
     candidates = source_subset_part(ds, layout, graph_ids)
     if cfg.reweight_enabled:
         teacher = load_model(layout.require(layout.model("teacher", ds)), select_device(cfg))
@@ -45,10 +47,10 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         ids = pa.chunked_array([t.column("sample_id").combine_chunks() for t in LakeStream([candidates], ["sample_id"]).tables()],
                                type=pa.string())
         rw = Reweighting.unweighted(np.full(len(ids), np.nan), float("nan"), [], uniform=False, sample_id=ids)
-    if len(rw.sample_id) < graph.num_rows:
-        raise ValueError(f"{graph.num_rows - len(rw.sample_id)} graph candidates of ds={ds} are not in the source "
+    if len(rw.sample_id) < n_graph:
+        raise ValueError(f"{n_graph - len(rw.sample_id)} graph candidates of ds={ds} are not in the source "
                          f"partition: re-run graph_select for this ds")
-    score = graph.column("graph_score").to_numpy()[pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()]
+    score = graph_score[pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()]
     out = pa.table({
         "sample_id": rw.sample_id,
         "graph_score": score.astype(np.float64),
