@@ -131,7 +131,7 @@ def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> Inter
     cols.setdefault("conversion", np.zeros(len(cols["user_id"]), np.int64))  # a spec without conversions
     n_rows = len(cols["user_id"])
     # each column is dropped once used and the inverses kept as int32, so the peak holds about
-    # one id column's sort at a time (16M interactions: 3.4 GB -> see bench/RESULTS.md)
+    # one id column's sort at a time (graph_select at 16M rows, bench/RESULTS.md)
     w = _interaction_weight(cols.pop("click"), cols.pop("conversion"), cfg)
     user_ids, u = _unique_inverse(cols.pop("user_id"))
     item_ids, i = _unique_inverse(cols.pop("item_id"))

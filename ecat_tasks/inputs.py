@@ -109,12 +109,18 @@ def served_decision(ds: str, layout: Layout) -> dict[str, Any] | None:
     return read_manifest(path.parent) if path.is_file() else None
 
 
-def partition_batches(path: Path, rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
-    """A partition's rows (staged or published) in file order, at most ``rows`` at a time; one
-    empty table for an empty partition. Memory is bounded by ``rows``, not by the partition."""
+def partition_files(path: Path) -> list[Path]:
+    """A partition's Parquet files in order; a partition without one is an error (its manifest lies)."""
     files = sorted(path.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
+    return files
+
+
+def partition_batches(path: Path, rows: int, columns: Sequence[str] | None = None) -> Iterator[pa.Table]:
+    """A partition's rows (staged or published) in file order, at most ``rows`` at a time; one
+    empty table for an empty partition. Memory is bounded by ``rows``, not by the partition."""
+    files = partition_files(path)
     empty = True
     for file in files:
         for batch in pq.ParquetFile(file).iter_batches(batch_size=rows, columns=columns):
@@ -127,18 +133,12 @@ def partition_batches(path: Path, rows: int, columns: Sequence[str] | None = Non
 
 def lake_table(path: Path, columns: Sequence[str]) -> pa.Table:
     """``columns`` of a lake partition as one Arrow table (the graph's columnar path)."""
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
-    return pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in files]).combine_chunks()
+    return pa.concat_tables([pq.read_table(f, columns=list(columns)) for f in partition_files(path)]).combine_chunks()
 
 
 def lake_rows(path: Path) -> int:
     """Rows of a lake partition, from the Parquet footers (no column is read)."""
-    files = sorted(path.glob("*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"partition {path} has a manifest but no Parquet file")
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in partition_files(path))
 
 
 def target_train_table(path: Path, cfg: EcatConfig, columns: Sequence[str]) -> pa.Table:

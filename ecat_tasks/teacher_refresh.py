@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import entire_space_parts, target_day, window_days
 from ecat_tasks.models.continual import Phase, Recipe, fit_day
+from ecat_tasks.models.model import ranking_kind
 from ecat_tasks.models.stream import Part
 from ecat_tasks.storage import Layout
 
@@ -24,8 +25,7 @@ def teacher_arch(cfg: EcatConfig) -> dict[str, Any]:
     """The teacher's network; with ``teacher_scenario`` the scenario is a field (the entire space is
     many scenarios: without it the teacher predicts each scenario's average, which distillation
     then hands to the mini-app's student)."""
-    kind = "ranking_scenario" if cfg.teacher_scenario else "ranking"
-    return {"kind": kind, "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
+    return {"kind": ranking_kind(cfg.teacher_scenario), "embed_dim": cfg.embed_dim, "hidden": list(cfg.teacher_hidden)}
 
 
 def teacher_recipe(cfg: EcatConfig, parts: Sequence[Part], cold: bool) -> Recipe:

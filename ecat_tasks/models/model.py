@@ -29,6 +29,11 @@ SCENARIO_KINDS = ("star", "ranking_scenario")  # networks that read the scenario
 DERIVED_ARCH_KEYS = ("vocab_sizes", "n_dense", "features")
 
 
+def ranking_kind(scenario: bool) -> str:
+    """The ranking network's kind, with the scenario as one more field or without it."""
+    return "ranking_scenario" if scenario else "ranking"
+
+
 def scenario_codes(names: pd.Series) -> np.ndarray:
     """Stable int64 code per scenario name (for the scenario vocabulary)."""
     return pd.util.hash_array(names.to_numpy(dtype=object), hash_key="ecat-scenarios00").view(np.int64)

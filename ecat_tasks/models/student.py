@@ -18,7 +18,7 @@ from torch import nn
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.continual import fit_day
 from ecat_tasks.models.distill import distillation_loss
-from ecat_tasks.models.model import LoadedModel
+from ecat_tasks.models.model import LoadedModel, ranking_kind
 from ecat_tasks.models.stream import Part, part_totals
 from ecat_tasks.models.trainer import Phase, Recipe, TrainHooks
 from ecat_tasks.models.training import LossFn, predict_logits
@@ -41,7 +41,7 @@ def ecat_student_arch(cfg: EcatConfig) -> dict[str, Any]:
     base rate and tastes. With it the mini-app has its own embedding (the ``mixed_scenario``
     network, here fed by weighted candidates and distillation).
     """
-    return {**student_arch(cfg), "kind": "ranking_scenario" if cfg.student_scenario else "ranking"}
+    return {**student_arch(cfg), "kind": ranking_kind(cfg.student_scenario)}
 
 
 def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> list[Phase]:
