@@ -78,6 +78,10 @@ class Recipe:
     embedding_init: LoadedModel | None = None  # see :func:`train`
     batch_size: int | None = None  # None: the config's ``batch_size``
 
+    def batch(self, cfg: EcatConfig) -> int:
+        """The mini-batch size this recipe trains with."""
+        return self.batch_size or cfg.batch_size
+
 
 @dataclass
 class TrainedModel:
@@ -181,7 +185,7 @@ def train(recipe: Recipe, warm: WarmStart, cfg: EcatConfig, name: str, features:
         return loaded.batchable(frame, cfg.label, weight, **const, **recipe.hooks.inputs(loaded, frame))
 
     losses: list[float] = []
-    batch_size = recipe.batch_size or cfg.batch_size
+    batch_size = recipe.batch(cfg)
     for phase, stream in zip(recipe.phases, streams):
         stream.encode = encode
         losses += train_epochs(model, stream, loss_fn, optimizer, phase.epochs, batch_size, generator,
