@@ -15,7 +15,7 @@ from typing import Any
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import candidates_part, target_day, target_train_part
-from ecat_tasks.models.continual import load_model
+from ecat_tasks.models.continual import load_model, phase_batches
 from ecat_tasks.models.student import train_student
 from ecat_tasks.models.training import select_device
 from ecat_tasks.storage import Layout
@@ -32,10 +32,11 @@ def student_distill(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     m = train_student("student", ds, cfg, layout, target_train_part([ds], cfg, layout), validation, candidates, teacher,
                       "student_distill")
     log.info(
-        "student_distill ds=%s: %s from %s, %d target + %d weighted source rows (weight sum %.0f), KD %s "
+        "student_distill ds=%s: %s from %s, %d target + %d weighted source rows (weight sum %.0f, batch %s), KD %s "
         "(lambda=%.2f, adaptive=%s), loss %.4f, validation AUC %s, wrote %s in %.1fs",
         ds, "cold start" if m["cold_start"] else "warm start", m["warm_start_ds"] or "scratch", m["target_rows"],
-        m["source_rows"], m["source_weight_sum"], "on" if m["kd"]["enabled"] else "off", cfg.kd_lambda, cfg.kd_adaptive,
+        m["source_rows"], m["source_weight_sum"], phase_batches(m), "on" if m["kd"]["enabled"] else "off",
+        cfg.kd_lambda, cfg.kd_adaptive,
         m["losses"][-1], "n/a" if m["holdout_auc"] is None else f"{m['holdout_auc']:.4f}", m["path"], m["seconds"],
     )
     keys = ("path", "ds", "model", "warm_start_ds", "cold_start", "rows", "holdout_auc", "checksum", "seconds")

@@ -36,7 +36,7 @@ from ecat_tasks.inputs import (
     candidates_part, graph_candidates_ids, source_part, source_sample_ids, source_subset_part, target_day,
     target_train_part,
 )
-from ecat_tasks.models.continual import Phase, Recipe, checkpoint_arch, fit_day, load_model
+from ecat_tasks.models.continual import Phase, Recipe, checkpoint_arch, fit_day, load_model, phase_batches
 from ecat_tasks.models.reweighting import reweight
 from ecat_tasks.models.stream import Part
 from ecat_tasks.models.student import student_arch, train_student
@@ -93,9 +93,9 @@ def train_comparison(ds: str, cfg: EcatConfig, layout: Layout | None = None, mod
         m = _fit_ablation(model, ds, cfg, layout, target_train, validation)
     secs = time.perf_counter() - t0
     auc = "n/a" if m["holdout_auc"] is None else f"{m['holdout_auc']:.4f}"
-    log.info("train_comparison ds=%s model=%s: %s from %s, %d rows, loss %.4f, validation AUC %s, wrote %s in %.1fs",
-             ds, model, "cold start" if m["cold_start"] else "warm start", m["warm_start_ds"] or "scratch", m["rows"],
-             m["losses"][-1], auc, m["path"], secs)
+    log.info("train_comparison ds=%s model=%s: %s from %s, %d rows (batch %s), loss %.4f, validation AUC %s, "
+             "wrote %s in %.1fs", ds, model, "cold start" if m["cold_start"] else "warm start",
+             m["warm_start_ds"] or "scratch", m["rows"], phase_batches(m), m["losses"][-1], auc, m["path"], secs)
     return {"ds": ds, "model": model, "path": m["path"], "holdout_auc": m["holdout_auc"],
             "warm_start_ds": m["warm_start_ds"], "cold_start": m["cold_start"], "rows": m["rows"],
             "seconds": round(secs, 2)}

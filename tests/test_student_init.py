@@ -90,4 +90,5 @@ def test_target_specialisation_closes_the_day_on_the_target_rows_alone(layout) -
     assert [p["name"] for p in m0["phases"]] == ["target+source"]
     assert [(p["name"], p["epochs"]) for p in m1["phases"]] == [("target+source", 1), ("target_only", 1)]
     assert m1["phases"][1]["rows"] == m1["target_rows"] < m1["phases"][0]["rows"]
+    assert [p["batch_size"] for p in m1["phases"]] == [plain.batch_size] * 2  # tiny phases: the rule keeps batch_size
     assert sha0 != sha1

@@ -33,7 +33,7 @@ from ecat_tasks.storage import Layout
 
 # load_model is also what a registered champion's pyfunc imports from here
 __all__ = ["LoadedModel", "Phase", "Recipe", "TrainHooks", "build_network", "check_before_publish", "checkpoint_arch",
-           "copy_embeddings", "fit_day", "load_model"]
+           "copy_embeddings", "fit_day", "load_model", "phase_batches"]
 
 
 def fit_day(name: str, ds: str, cfg: EcatConfig, layout: Layout, recipe: Recipe, *,
@@ -54,7 +54,8 @@ def fit_day(name: str, ds: str, cfg: EcatConfig, layout: Layout, recipe: Recipe,
         layout, name, ds, task, trained,
         **warm.provenance(),
         rows=trained.rows,
-        phases=[{"name": p.name, "rows": n, "epochs": p.epochs} for p, n in zip(recipe.phases, trained.phase_rows)],
+        phases=[{"name": p.name, "rows": n, "epochs": p.epochs, "batch_size": b}
+                for p, n, b in zip(recipe.phases, trained.phase_rows, trained.phase_batches)],
         losses=[round(x, 6) for x in trained.losses],
         holdout_auc=holdout_auc,
         health=health,
@@ -62,12 +63,17 @@ def fit_day(name: str, ds: str, cfg: EcatConfig, layout: Layout, recipe: Recipe,
         new_ids=trained.new_ids,
         arch=trained.loaded.arch,
         lr=recipe.lr,
-        batch_size=recipe.batch(cfg),
+        batch_size=max(trained.phase_batches),  # the largest phase's; each phase's is in ``phases``
         seed=cfg.seed,
         device=str(trained.device),
         seconds=round(time.perf_counter() - t0, 2),
         **(manifest_extra or {}),
     )
+
+
+def phase_batches(manifest: dict[str, Any]) -> str:
+    """The batch size each phase of a model's manifest trained with, for a summary line ("1024/256")."""
+    return "/".join(str(p["batch_size"]) for p in manifest["phases"])
 
 
 def check_before_publish(name: str, ds: str, cfg: EcatConfig, trained: TrainedModel,

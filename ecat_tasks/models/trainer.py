@@ -76,11 +76,25 @@ class Recipe:
     phases: list[Phase]
     hooks: TrainHooks = field(default_factory=TrainHooks)
     embedding_init: LoadedModel | None = None  # see :func:`train`
-    batch_size: int | None = None  # None: the config's ``batch_size``
+    batch_size: int | None = None  # None: the config's rule (:meth:`batch`)
 
-    def batch(self, cfg: EcatConfig) -> int:
-        """The mini-batch size this recipe trains with."""
-        return self.batch_size or cfg.batch_size
+    def batch(self, cfg: EcatConfig, rows: int) -> int:
+        """The mini-batch size of a phase of ``rows`` rows: the recipe's own, else
+        ``rows // min_steps_per_epoch`` rounded down to a power of two and clamped to
+        [``batch_size``, ``max_batch_size``].
+
+        Per-step costs (Adam's dense update of every embedding row, Python per step) are paid
+        per batch, so a phase over a whole space trains in large batches, while a small phase
+        (a target's few thousand rows) keeps ``batch_size`` and its number of steps. The power
+        of two keeps the batch the same from one day to the next as row counts drift (it moves
+        only when a phase doubles or halves), and every phase under
+        ``2 * min_steps_per_epoch * batch_size`` rows trains exactly as at a fixed ``batch_size``.
+        """
+        if self.batch_size:
+            return self.batch_size
+        want = rows // cfg.min_steps_per_epoch
+        pow2 = 1 << (want.bit_length() - 1) if want > 0 else 0
+        return max(cfg.batch_size, min(pow2, cfg.max_batch_size))
 
 
 @dataclass
@@ -90,6 +104,7 @@ class TrainedModel:
     extras: dict[str, nn.Module]
     losses: list[float]
     phase_rows: list[int]
+    phase_batches: list[int]  # the mini-batch size each phase trained with
     new_ids: dict[str, int]
     device: torch.device
     dense_profile: dict[str, Any]  # of the rows it trained on: validate checks the next day's data against it
@@ -185,12 +200,13 @@ def train(recipe: Recipe, warm: WarmStart, cfg: EcatConfig, name: str, features:
         return loaded.batchable(frame, cfg.label, weight, **const, **recipe.hooks.inputs(loaded, frame))
 
     losses: list[float] = []
-    batch_size = recipe.batch(cfg)
-    for phase, stream in zip(recipe.phases, streams):
+    phase_rows = [len(s) for s in streams]
+    phase_batches = [recipe.batch(cfg, rows) for rows in phase_rows]
+    for phase, stream, batch_size in zip(recipe.phases, streams, phase_batches):
         stream.encode = encode
         losses += train_epochs(model, stream, loss_fn, optimizer, phase.epochs, batch_size, generator,
                                f"{name}/{phase.name}")
-    return TrainedModel(loaded, optimizer, extras, losses, [len(s) for s in streams], new_ids, device,
+    return TrainedModel(loaded, optimizer, extras, losses, phase_rows, phase_batches, new_ids, device,
                         enc.dense_profile(stats.dense_sample()), streams[-1], columns)
 
 

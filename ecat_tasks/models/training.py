@@ -95,7 +95,8 @@ def train_epochs(model: nn.Module, data: Batchable, loss_fn: LossFn, optimizer: 
         mean = float(total) / max(n, 1)
         losses.append(mean)
         secs = time.perf_counter() - t0
-        log.info("%s epoch %d/%d: loss=%.4f rows=%d %.1fs (%.0f rows/s)", name, epoch + 1, epochs, mean, n, secs, n / max(secs, 1e-9))
+        log.info("%s epoch %d/%d: loss=%.4f rows=%d batch=%d %.1fs (%.0f rows/s)", name, epoch + 1, epochs, mean, n,
+                 batch_size, secs, n / max(secs, 1e-9))
     return losses
 
 
