@@ -13,6 +13,12 @@ as the pipeline loads them (``load_model``). The seed of a home comes from its d
 (``ecat-quality-<data>-s<seed>-*``), its config from ``bench.quality``'s data set conf plus ``--conf``.
 
     .venv/bin/python -m bench.guard_rules tmp/ecat-quality-movielens-s0-* --data movielens
+
+A rule ``NAME@SET`` decides among the candidates of ``--candidate-sets``' SET and ECAT only, so
+the candidate list (``guard_candidates``) is chosen the same way:
+
+    .venv/bin/python -m bench.guard_rules HOMES --rules margin margin@no_ablations \\
+        --candidate-sets '{"no_ablations": ["target_only", "mixed", "finetune", "teacher"]}'
 """
 
 from __future__ import annotations
@@ -72,10 +78,23 @@ def fold_of(users: np.ndarray, split: int) -> np.ndarray:
     return (salted_hash(users, FOLD_SALT + split) % np.uint64(2)).astype(int)
 
 
+def servable(scores: dict[str, np.ndarray], rule: str, sets: dict[str, list[str]]) -> tuple[str, dict[str, np.ndarray]]:
+    """A choice ``rule[@set]``: the guard rule and the candidates it may serve (``sets[set]`` and ECAT, in order)."""
+    name, _, subset = rule.partition("@")
+    if not subset:
+        return name, scores
+    if subset not in sets:
+        raise SystemExit(f"choice {rule!r}: no candidate set {subset!r} in --candidate-sets ({sorted(sets)})")
+    keep = {*sets[subset], "ecat"}
+    return name, {n: s for n, s in scores.items() if n in keep}
+
+
 def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], rules: list[str],
-                 margin: float, splits: int, seed: int, n_resamples: int) -> list[dict[str, Any]]:
+                 margin: float, splits: int, seed: int, n_resamples: int,
+                 sets: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """Per (split, fold, rule): the rule's choice on the other fold and its AUC on this fold; every
-    candidate's AUC on this fold too (fixed choices, for reference)."""
+    candidate's AUC on this fold too (fixed choices, for reference). A rule ``name@set`` decides
+    among the candidates of ``sets[set]`` and ECAT only (``guard_candidates``)."""
     from ecat_tasks.guard import decide
     from ecat_tasks.metrics import auc
 
@@ -88,8 +107,9 @@ def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.nda
                 continue
             held_auc = {n: auc(labels[ev], s[ev]) for n, s in scores.items()}
             for rule in rules:
-                d = decide(users[fit], labels[fit], {n: s[fit] for n, s in scores.items()}, margin,
-                           n_resamples=n_resamples, seed=seed, rule=rule)
+                name, allowed = servable(scores, rule, sets or {})
+                d = decide(users[fit], labels[fit], {n: s[fit] for n, s in allowed.items()}, margin,
+                           n_resamples=n_resamples, seed=seed, rule=name)
                 out.append({"split": split, "fold": held, "rule": rule, "chosen": d.served,
                             "fit_rows": int(fit.sum()), "heldout_rows": int(ev.sum()),
                             "heldout_auc": held_auc[d.served], "candidates_auc": held_auc})
@@ -124,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                         "JSON outputs, whose records are pooled with the rest")
     p.add_argument("--data", default="movielens", choices=sorted(DATASETS))
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
-    p.add_argument("--rules", nargs="+", default=["margin", "evidence", "se_margin"])
+    p.add_argument("--rules", nargs="+", default=["margin", "evidence", "se_margin"],
+                   help="guard rules, each optionally NAME@SET: decide among SET's candidates and ECAT only")
+    p.add_argument("--candidate-sets", default="{}",
+                   help='JSON {"SET": [models the guard may serve besides ECAT]} (guard_candidates)')
     p.add_argument("--splits", type=int, default=3, help="fold splits (hash salts) per day")
     p.add_argument("--n-resamples", type=int, default=1000, help="the guard's own bootstrap resamples")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap over (home, day, fold) groups")
@@ -134,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("ecat_tasks").setLevel(logging.WARNING)
     conf = json.loads(args.conf)
+    sets = json.loads(args.candidate_sets)
     t0 = time.perf_counter()
     records: list[dict[str, Any]] = []
     for home in args.homes:
@@ -147,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         for ds in guard_days(home):
             users, labels, scores = day_scores(ds, cfg, home)
             day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
-                               args.n_resamples)
+                               args.n_resamples, sets)
             records += [{"home": f"{args.name}/{home.name}" if args.name else home.name, "ds": ds, **r} for r in day]
             chosen = {rule: sorted({r["chosen"] for r in day if r["rule"] == rule}) for rule in args.rules}
             log.info("%s ds=%s: %d validation rows, %d candidates; chosen per rule %s", home.name, ds, len(labels),
@@ -182,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"guard_rules{('-' + args.tag) if args.tag else ''}.json"
     out.write_text(json.dumps({"homes": homes, "inputs": [str(h) for h in args.homes], "conf": conf, "rules": args.rules,
-                               "splits": args.splits, "table": lines, "records": records, "wall_s": wall}, indent=1))
+                               "candidate_sets": sets, "splits": args.splits, "table": lines, "records": records, "wall_s": wall}, indent=1))
     print(f"\nwrote {out}")
     return 0
 

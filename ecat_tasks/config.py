@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 BASELINES = ("target_only", "mixed", "mixed_scenario", "finetune", "teacher_finetune", "star")
 ABLATIONS = ("no_graph", "no_weights", "no_kd", "fixed_kd", "no_teacher_init", "no_scenario")
+SERVABLE = (*BASELINES, "teacher", *(f"ecat_{a}" for a in ABLATIONS))  # what the guard may serve besides ECAT
 
 
 def _f(default: Any, doc: str, **schema: Any) -> Any:
@@ -108,6 +109,7 @@ class EcatConfig:
     guard_enabled: bool = _f(True, "Negative-transfer guard: serve and promote the best on the validation slice of ECAT and every comparison model trained today (the baselines, the teacher, the ablations), simplest first.")
     guard_margin: float = _f(0.002, "Validation AUC lift a more complex candidate needs over a simpler one to be served (unless its bootstrap interval is above 0); the served model trails the best candidate, every baseline included, by at most this.", minimum=0.0, maximum=0.1)
     guard_rule: str = _f("margin", "When the guard replaces its current choice: margin (simplest candidate first; a more complex one wins when its validation AUC lift is ahead or above guard_margin), evidence (ECAT the incumbent; a candidate, simplest first, replaces the choice only when its paired-bootstrap lift is ahead and above guard_margin), se_margin (as evidence, lift above guard_margin plus one bootstrap standard error).", enum=["margin", "evidence", "se_margin"])
+    guard_candidates: list = _f(list(SERVABLE), "Models the guard may serve besides ECAT, among those trained today (the others are still trained, scored and reported): every candidate the guard compares adds a chance that a noisy point-best wins on a few hundred validation rows.", type="array", items={"type": "string", "enum": list(SERVABLE)}, uniqueItems=True)
     guard_window_days: int = _f(7, "Days of validation users' target rows the guard scores (the last ones of the lookback window).", minimum=1, maximum=60)
     serve_calibration: bool = _f(True, "Calibrate the served model: sigmoid(slope * logit + intercept), slope > 0 so rankings are unchanged, fitted on the guard's validation rows and kept only when a cross-fit by user folds lowers their logloss; applied to its next-day scores, the report and the registered model.")
     calibration_strength: float = _f(20.0, "L2 penalty (in rows' worth of logloss) pulling the calibration's slope and intercept towards identity (1, 0): with few validation rows the map stays near identity.", minimum=0.1, maximum=1_000_000.0)

@@ -5,7 +5,9 @@ the guard compares ECAT's student with every comparison model that trained *toda
 configured baselines, the teacher of the day and the ECAT ablations -- on the *validation*
 users only (never trained on, on any day; their target rows of the last ``guard_window_days``
 days of the lookback window). A comparison model on a ``compare_every_days`` cadence that did
-not train today is not a candidate: it would serve a stale checkpoint.
+not train today is not a candidate: it would serve a stale checkpoint; nor is one left out of
+``guard_candidates`` (fewer candidates, less winner's curse; the default is chosen by a cross-fit
+on the validation slice, ``bench/guard_rules.py``).
 
 Candidates are taken simplest first (``CANDIDATES``: target-only, the source-using baselines, the
 teacher, the teacher fine-tuned, ECAT without one component, ECAT last); ``guard_rule`` says when
@@ -141,8 +143,9 @@ def decide(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray],
 
 
 def candidates(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
-    """The candidates configured and trained on ``ds`` (baselines, the teacher, ablations), simplest first, ECAT last."""
-    configured = {*cfg.baselines, "teacher", *(f"ecat_{a}" for a in cfg.ablations), "ecat"}
+    """The candidates configured, servable (``guard_candidates``) and trained on ``ds`` (baselines, the teacher,
+    ablations), simplest first, ECAT last."""
+    configured = {*cfg.baselines, "teacher", *(f"ecat_{a}" for a in cfg.ablations)} & set(cfg.guard_candidates) | {"ecat"}
     return [n for n in CANDIDATES if n in configured and (model_dir(layout, n, ds) / MANIFEST).is_file()]
 
 

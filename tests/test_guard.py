@@ -13,6 +13,7 @@ from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.guard import CANDIDATES, candidates, decide, guard, switches
+from bench.guard_rules import crossfit_day
 from bench.quality import score_next_day
 from ecat_tasks.inputs import eval_sets, target_rows, validation_window
 from ecat_tasks.metrics import logloss
@@ -99,6 +100,18 @@ def test_ecat_is_served_when_it_is_better():
               "ecat": _sig(taste + rng.normal(0, 0.5, len(taste)))}
     d = decide(users, labels, scores, margin=0.002)
     assert d.served == "ecat" and not d.fallback and d.comparisons[0]["lo"] > 0
+
+
+def test_a_candidate_set_limits_what_the_rule_can_choose():
+    """bench.guard_rules' ``rule@set``: finetune is the best candidate, but a set without it makes the
+    rule choose among the others (the cross-fit that chooses ``guard_candidates``)."""
+    rng, users, taste, labels = _day()
+    scores = _all_candidates(rng, taste, best="finetune")
+    out = crossfit_day(users, labels, scores, ["margin", "margin@small"], 0.002, splits=1, seed=0, n_resamples=200,
+                       sets={"small": ["teacher", "ecat_no_kd"]})
+    chosen = {(r["rule"], r["fold"]): r["chosen"] for r in out}
+    assert {chosen[("margin", f)] for f in (0, 1)} == {"finetune"}
+    assert {chosen[("margin@small", f)] for f in (0, 1)} <= {"teacher", "ecat_no_kd", "ecat"}
 
 
 def test_a_near_tie_goes_to_the_simpler_model():
@@ -191,6 +204,8 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     student_distill(ds, cfg, layout)
     train_baselines(ds, cfg, layout)
     assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat_no_kd", "ecat"]
+    # a model left out of guard_candidates still trains, but the guard never serves it
+    assert candidates(ds, cfg.replace(guard_candidates=["teacher"]), layout) == ["teacher", "ecat"]
     teacher = model_dir(layout, "teacher", ds)
     real = guard_module.load_model
     monkeypatch.setattr(guard_module, "load_model", lambda d: real(d) if d == teacher else _Reversed(real(d)))
