@@ -61,19 +61,26 @@ def model_kind(name: str) -> str:
     return "ECAT" if name == "ecat" else "ablation" if name.startswith("ecat_") else "baseline"
 
 
+def served_choice(layout: Layout, ds: str) -> tuple[str, Any]:
+    """The model the guard serves on ``ds`` and the :class:`Calibration` fitted for it (``models/served/ds=``)."""
+    from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, read_calibration
+
+    served_dir = layout.require(model_dir(layout, SERVED, ds))
+    path = served_dir / CALIBRATION_FILE
+    return (read_manifest(served_dir)["served"],
+            read_calibration(path) if path.is_file() else Calibration(reason="no calibration recorded"))
+
+
 def load_scorer(layout: Layout, name: str, ds: str) -> Any:
     """What scores a reported model of ``ds`` (``.score(frame, label)``): its checkpoint; for ``served``,
-    the checkpoint of the guard's choice with the calibration fitted for it (``models/served/ds=``)."""
+    the checkpoint of the guard's choice with the calibration fitted for it (:func:`served_choice`)."""
     from ecat_tasks.models.continual import load_model
 
     if name != SERVED:
         return load_model(layout.require(model_dir(layout, name, ds)))
-    from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, CalibratedModel, read_calibration
+    from ecat_tasks.models.calibration import CalibratedModel
 
-    served_dir = layout.require(model_dir(layout, SERVED, ds))
-    chosen = read_manifest(served_dir)["served"]
-    path = served_dir / CALIBRATION_FILE
-    cal = read_calibration(path) if path.is_file() else Calibration(reason="no calibration recorded")
+    chosen, cal = served_choice(layout, ds)
     return CalibratedModel(load_model(layout.require(model_dir(layout, chosen, ds))), cal)
 
 

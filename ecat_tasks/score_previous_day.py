@@ -14,32 +14,88 @@ moves back to that version (rollback). Next-day numbers decide nothing else.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import target_rows
-from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
-from ecat_tasks.report import checkpoint_checksum, load_scorer, read_report, scorable_models, write_report
+from ecat_tasks.metrics import BootstrapDraws, all_metrics, paired_bootstrap_lift
+from ecat_tasks.report import (
+    SERVED, checkpoint_checksum, load_scorer, read_report, scorable_models, served_choice, write_report,
+)
 from ecat_tasks.storage import Layout, shift_ds
 from ecat_tasks.tracking import (
     ALIAS, add_run_metrics, champion_version, client, score_version, versions_of_day,
 )
 
+if TYPE_CHECKING:
+    from ecat_tasks.models.model import LoadedModel
+
 log = logging.getLogger(__name__)
 
 N_RESAMPLES = 1000
+CONSTANT = "constant score 0.5"  # each model's AUC band is its lift over this (AUC exactly 0.5 on every resample)
 
 
-def auc_band(users: np.ndarray, labels: np.ndarray, scores: np.ndarray, seed: int) -> tuple[float, float]:
-    """95% bootstrap interval over users of one model's AUC: its lift over a constant score
-    (AUC exactly 0.5 on every resample) plus 0.5."""
-    lift = paired_bootstrap_lift(users, labels, scores, np.full(len(scores), 0.5), N_RESAMPLES, seed)["auc"]
-    return lift["lo"] + 0.5, lift["hi"] + 0.5
+def encoding_key(loaded: "LoadedModel") -> str:
+    """Digest of everything a loaded model's ``batchable`` reads (feature spec, vocabularies, dense
+    statistics, scenario vocabulary): models with equal keys encode a frame into equal tensors, and
+    most of a day's models share their encoders."""
+    digest = hashlib.sha256(json.dumps(loaded.arch.get("features"), sort_keys=True).encode())
+    for name, tensor in sorted(loaded.encoder_state().state().items()):
+        digest.update(name.encode())
+        digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def score_models(layout: Layout, days: dict[str, str], frame: pd.DataFrame, label: str) -> dict[str, np.ndarray]:
+    """Probabilities of each model of ``days`` (name -> its checkpoint's day) on ``frame``, in ``days``' order.
+
+    The frame is encoded once per distinct set of encoders, not once per model. ``served`` is the
+    checkpoint of the guard's choice through its calibration: when that checkpoint is scored here
+    anyway, the calibration is applied to its scores instead of loading and scoring it again.
+    """
+    encoded: dict[str, Any] = {}  # encoding_key -> the frame as that model's tensors (a Batchable)
+    raw: dict[str, np.ndarray] = {}
+    for name, day in days.items():
+        if name == SERVED:
+            continue
+        loaded = load_scorer(layout, name, day)
+        key = encoding_key(loaded)
+        if key not in encoded:
+            encoded[key] = loaded.batchable(frame, label)
+        raw[name] = loaded.score_encoded(encoded[key])
+    if SERVED in days:
+        chosen, cal = served_choice(layout, days[SERVED])
+        if chosen in raw and days[chosen] == days[SERVED]:
+            raw[SERVED] = cal.apply(raw[chosen])
+        else:  # the choice is not among the models scored (a checkpoint of another day): load it
+            raw[SERVED] = load_scorer(layout, SERVED, days[SERVED]).score(frame, label)
+    log.debug("score_previous_day: %d models, %d encodings of %d rows", len(raw), len(encoded), len(frame))
+    return {name: np.asarray(raw[name], np.float64) for name in days}
+
+
+def next_day_metrics(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], seed: int,
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Each model's metrics with its AUC band (95% bootstrap over users: its lift over a constant
+    score, plus 0.5), and ECAT's lift over each model. Every interval is a paired bootstrap with
+    the same seed, so all are on the same resamples: drawn once, each model prepared once."""
+    if not scores:
+        return {}, {}
+    boot = BootstrapDraws(users, labels, {**scores, CONSTANT: np.full(len(labels), 0.5)}, N_RESAMPLES,
+                          np.random.default_rng(seed))
+    metrics: dict[str, dict[str, Any]] = {}
+    for name in scores:
+        band = boot.lift(name, CONSTANT)["auc"]
+        metrics[name] = {**boot.point[name], "auc_lo": band["lo"] + 0.5, "auc_hi": band["hi"] + 0.5}
+    lift = {name: boot.lift("ecat", name) for name in scores if name != "ecat"} if "ecat" in scores else {}
+    return metrics, lift
 
 
 def champion_check(cfg: EcatConfig, layout: Layout, prev: str, ds: str, frame: pd.DataFrame) -> dict[str, Any]:
@@ -99,18 +155,12 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
     frame = target_rows(ds, layout)
     users, labels = frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()
     scores: dict[str, np.ndarray] = {}
-    metrics: dict[str, dict[str, Any]] = {}
-    for name in names:
-        probs = np.asarray(load_scorer(layout, name, days[name]).score(frame, cfg.label), np.float64)
+    for name, probs in score_models(layout, days, frame, cfg.label).items():
         if not np.isfinite(probs).all():
             log.error("score_previous_day ds=%s: model %s of %s gives non-finite scores on %s: not scored", ds, name, prev, ds)
             continue
         scores[name] = probs
-        m = all_metrics(users, labels, probs)
-        m["auc_lo"], m["auc_hi"] = auc_band(users, labels, probs, cfg.seed)
-        metrics[name] = m
-    lift = ({name: paired_bootstrap_lift(users, labels, scores["ecat"], s, N_RESAMPLES, cfg.seed)
-             for name, s in scores.items() if name != "ecat"} if "ecat" in scores else {})
+    metrics, lift = next_day_metrics(users, labels, scores, cfg.seed)
     check = champion_check(cfg, layout, prev, ds, frame)
 
     report = read_report(layout, prev) or {"ds": prev, "label": cfg.label, "models": {}}
@@ -122,11 +172,10 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
         "lift": lift, "champion_check": check, "n_resamples": N_RESAMPLES,
     }
     write_report(layout, prev, report, "score_previous_day")
-    for name, m in metrics.items():
-        flat = {f"next_day_{k}": v for k, v in m.items()}
-        if name in lift:
-            flat |= {f"next_day_ecat_lift_{k}": v["lift"] for k, v in lift[name].items()}
-        add_run_metrics(cfg, layout.root, prev, name, flat)
+    flat = {name: {f"next_day_{k}": v for k, v in m.items()} for name, m in metrics.items()}
+    for name in lift:
+        flat[name] |= {f"next_day_ecat_lift_{k}": v["lift"] for k, v in lift[name].items()}
+    add_run_metrics(cfg, layout.root, prev, flat)
 
     secs = time.perf_counter() - t0
     ecat = metrics.get("ecat")

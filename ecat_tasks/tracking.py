@@ -82,24 +82,28 @@ def log_model_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics:
         return run.info.run_id
 
 
-def add_run_metrics(cfg: EcatConfig, root: Path, ds: str, model: str, metrics: dict[str, float]) -> str:
-    """Add metrics to the run of (ds, model) (the next-day scores of a day's model), or start one."""
+def add_run_metrics(cfg: EcatConfig, root: Path, ds: str, metrics: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Add each model's metrics to its run of (ds, model) (the next-day scores of a day's models), or
+    start one; model -> run id. One client for all of them: setting one up is most of a call's cost."""
     import mlflow
+    from mlflow.entities import Metric
 
     mc = client(cfg, root)
     exp = mc.get_experiment_by_name(EXPERIMENT)
-    runs = mc.search_runs([exp.experiment_id], filter_string=f"tags.ds = '{_safe(ds)}' and tags.model = '{_safe(model)}'")
-    finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
-    if runs:
-        run_id = runs[0].info.run_id
-    else:
-        with mlflow.start_run(run_name=f"{model}@{ds}", tags={"ds": ds, "model": model}) as run:
-            run_id = run.info.run_id
-    from mlflow.entities import Metric
-
-    now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
-    mc.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
-    return run_id
+    run_ids: dict[str, str] = {}
+    for model, values in metrics.items():
+        runs = mc.search_runs([exp.experiment_id],
+                              filter_string=f"tags.ds = '{_safe(ds)}' and tags.model = '{_safe(model)}'")
+        finite = {k: float(v) for k, v in values.items() if v is not None and np.isfinite(v)}
+        if runs:
+            run_id = runs[0].info.run_id
+        else:
+            with mlflow.start_run(run_name=f"{model}@{ds}", tags={"ds": ds, "model": model}) as run:
+                run_id = run.info.run_id
+        now = int(pd.Timestamp.now(tz="UTC").timestamp() * 1000)
+        mc.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in finite.items()])
+        run_ids[model] = run_id
+    return run_ids
 
 
 # --- registry -------------------------------------------------------------------------

@@ -7,8 +7,9 @@ import pytest
 from conftest import DAYS
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
-from ecat_tasks.inputs import eval_sets
+from ecat_tasks.inputs import eval_sets, target_rows
 from ecat_tasks.graph_select import graph_select
+from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.promote import ALIAS, gate, promote
 from ecat_tasks.score_previous_day import score_previous_day
@@ -102,6 +103,15 @@ def test_evaluate_next_day_and_promotion(layout, cfg):
         nd = report["models"][name]["next_day"]
         assert nd["rows"] == target_rows and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
     assert set(report["next_day"]["lift"]) == models - {"ecat"}
+    # the numbers are the definitions' (all models are bootstrapped on one set of resamples): checked for one
+    frame = target_rows(d2, layout)
+    users, labels = frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()
+    ecat, mixed = (load_model(layout.model(n, d1)).score(frame, cfg.label) for n in ("student", "mixed"))
+    band = paired_bootstrap_lift(users, labels, mixed, np.full(len(frame), 0.5), 1000, cfg.seed)["auc"]
+    expected = {**all_metrics(users, labels, mixed), "auc_lo": band["lo"] + 0.5, "auc_hi": band["hi"] + 0.5}
+    assert json.dumps(report["models"]["mixed"]["next_day"]) == json.dumps(expected)  # exact, NaN included
+    expected = paired_bootstrap_lift(users, labels, ecat, mixed, 1000, cfg.seed)
+    assert json.dumps(report["next_day"]["lift"]["mixed"]) == json.dumps(expected)
     for lift in report["next_day"]["lift"].values():
         assert lift["auc"]["lo"] <= lift["auc"]["lift"] <= lift["auc"]["hi"]
     assert report["next_day"]["champion_check"]["decision"] == "kept"  # the first champion replaced nothing

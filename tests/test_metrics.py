@@ -5,6 +5,7 @@ from sklearn.metrics import roc_auc_score
 
 from ecat_tasks.metrics import (
     BOOTSTRAP_METRICS,
+    BootstrapDraws,
     _chunk_size,
     _lift_draws,
     all_metrics,
@@ -114,6 +115,19 @@ def test_bootstrap_matches_materialised_resamples():
     assert result["logloss"]["lift"] == pytest.approx(logloss(labels, b) - logloss(labels, a))
     lo, hi = np.percentile(expected["gauc"], [2.5, 97.5])
     assert (result["gauc"]["lo"], result["gauc"]["hi"]) == pytest.approx((lo, hi))
+
+
+def test_many_pairs_on_one_set_of_resamples_equal_one_call_per_pair():
+    """score_previous_day bootstraps a dozen pairs on one set of resamples: every lift must be exactly
+    paired_bootstrap_lift's with the same seed (the report's numbers do not depend on the batching)."""
+    users, labels, a, b = _day(3, n=600, n_users=50, gap=0.05)
+    scores = {"a": a, "b": b, "c": np.round(a, 1), "const": np.full(len(a), 0.5)}
+    boot = BootstrapDraws(users, labels, scores, 120, np.random.default_rng(7))
+    for x, y in [("a", "b"), ("a", "c"), ("b", "const"), ("c", "const"), ("const", "a")]:
+        assert boot.lift(x, y) == paired_bootstrap_lift(users, labels, scores[x], scores[y], n_resamples=120, seed=7)
+    assert boot.point["c"] == all_metrics(users, labels, scores["c"])
+    with pytest.raises(ValueError, match="same length"):
+        BootstrapDraws(users, labels, {"a": a, "short": b[:-1]}, 10, np.random.default_rng(0))
 
 
 def test_bootstrap_identical_models_give_zero_lift():

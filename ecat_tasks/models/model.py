@@ -64,7 +64,11 @@ class LoadedModel:
         return make_batchable(frame, self.encoders, label, weight, **extra)
 
     def score(self, frame: pd.DataFrame, label: str) -> np.ndarray:
-        probs, _ = predict(self.model, self.batchable(frame, label))
+        return self.score_encoded(self.batchable(frame, label))
+
+    def score_encoded(self, data: Batchable) -> np.ndarray:
+        """Probabilities of a frame already encoded by :meth:`batchable` (by this model or one with the same encoders)."""
+        probs, _ = predict(self.model, data)
         return probs
 
     def encoder_state(self) -> "EncoderState":
