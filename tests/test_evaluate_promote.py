@@ -98,10 +98,10 @@ def test_evaluate_next_day_and_promotion(layout, cfg):
     scored = score_previous_day(d2, cfg, layout)
     assert set(scored["scored"]) == models
     report = json.loads((layout.report(d1) / "metrics.json").read_text())
-    target_rows = json.loads((layout.lake("target", d2) / "_manifest.json").read_text())["rows"]
+    n_target = json.loads((layout.lake("target", d2) / "_manifest.json").read_text())["rows"]
     for name in models:
         nd = report["models"][name]["next_day"]
-        assert nd["rows"] == target_rows and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
+        assert nd["rows"] == n_target and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
     assert set(report["next_day"]["lift"]) == models - {"ecat"}
     # the numbers are the definitions' (all models are bootstrapped on one set of resamples): checked for one
     frame = target_rows(d2, layout)
