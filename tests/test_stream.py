@@ -65,3 +65,34 @@ def test_select_ids_keeps_those_rows_with_their_weights(tmp_path) -> None:
     assert sorted(rows.tolist()) == chosen.tolist()
     lookup = dict(zip(chosen.tolist(), weight.tolist()))
     assert np.allclose(w.numpy(), [lookup[int(r)] for r in rows])
+
+
+def test_stream_holds_at_most_the_training_block_and_the_next(tmp_path, monkeypatch) -> None:
+    """Memory is bounded in blocks: while a block trains, the only other blocks alive are the
+    next one being encoded and shuffled (not also a finished one queued, nor the unshuffled copy)."""
+    import time
+    import weakref
+
+    from ecat_tasks.models import stream as stream_module
+
+    alive: set[int] = set()
+
+    def track(block: Batchable) -> Batchable:
+        key = id(block.sparse)
+        alive.add(key)
+        weakref.finalize(block.sparse, alive.discard, key)  # slices of a block keep it alive
+        return block
+
+    permuted = stream_module._permuted
+    monkeypatch.setattr(stream_module, "_permuted", lambda *a: track(permuted(*a)))
+    lake = _lake(tmp_path, "source", np.arange(0, 60_000), row_group=5_000)
+    stream = LakeStream([Part(paths=(lake,))], ["x"], lambda *a: track(_encode(*a)), buffer_rows=5_000)
+    gen = torch.Generator()
+    gen.manual_seed(0)
+    most, rows = 0, []
+    for batch in stream.batches(900, gen):  # 900: each block also takes the rows the last one left over
+        time.sleep(0.02)  # a slow consumer: the producer gets every chance to run ahead
+        most = max(most, len(alive))
+        rows.append(batch.sparse[:, 0].clone())  # a view would keep its block alive
+    assert sorted(torch.cat(rows).tolist()) == list(range(60_000))
+    assert 2 <= most <= 3, most  # this block, and the next encoded plus its shuffled copy

@@ -194,6 +194,32 @@ def _take(data: Batchable, idx: torch.Tensor | slice) -> Batchable:
                      {k: v[idx] for k, v in data.extra.items()})
 
 
+def _clone(data: Batchable) -> Batchable:
+    """A copy that does not keep the block it was sliced from alive."""
+    return Batchable(data.sparse.clone(), data.dense.clone(), data.label.clone(), data.weight.clone(),
+                     {k: v.clone() for k, v in data.extra.items()})
+
+
+def _permuted(head: Batchable | None, block: Batchable, order: torch.Tensor) -> Batchable:
+    """Rows ``order`` of ``head`` followed by ``block``, without building that concatenation
+    (gathered from each part; the same values as ``_take(concat_blocks([head, block]), order)``)."""
+    if head is None or not len(head):
+        return _take(block, order)
+    from_head = order < len(head)
+    at_head, at_block = from_head.nonzero().squeeze(1), (~from_head).nonzero().squeeze(1)
+    rows_head, rows_block = order[at_head], order[at_block] - len(head)
+
+    def gather(h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        out = b.new_empty((len(order), *b.shape[1:]))
+        out[at_head] = h[rows_head]
+        out[at_block] = b[rows_block]
+        return out
+
+    return Batchable(gather(head.sparse, block.sparse), gather(head.dense, block.dense),
+                     gather(head.label, block.label), gather(head.weight, block.weight),
+                     {k: gather(head.extra[k], v) for k, v in block.extra.items()})
+
+
 class LakeStream:
     """Shuffled mini-batches over ``parts``, read and encoded block by block (see the module doc)."""
 
@@ -259,31 +285,74 @@ class LakeStream:
             yield from part.read(unit, self.columns, slice_rows)
 
     def blocks(self, seed: int | None) -> Iterator[Batchable]:
-        """Encoded blocks of about ``buffer_rows`` rows, in the epoch's order."""
+        """Encoded blocks of about ``buffer_rows`` rows, in the epoch's order.
+
+        A block's slices are let go before it is encoded and the block itself once yielded
+        (no generator local keeps one while the caller works on it).
+        """
         pending: list[pa.Table] = []
         rows = 0
         for table in self._epoch_slices(seed):
             pending.append(table)
             rows += table.num_rows
             if rows >= self.buffer_rows:
-                yield self.encode(*_tables_to_frame(pending))
-                pending, rows = [], 0
+                rows = 0
+                yield self._encode_drained(pending)
         if pending:
-            yield self.encode(*_tables_to_frame(pending))
+            yield self._encode_drained(pending)
 
-    def _prefetched(self, seed: int | None) -> Iterator[Batchable]:
-        """:meth:`blocks`, produced one block ahead in a background thread."""
-        q: queue.Queue = queue.Queue(maxsize=1)
+    def _encode_drained(self, pending: list[pa.Table]) -> Batchable:
+        """The block of ``pending``'s slices, encoded; ``pending`` is emptied first."""
+        tables = pending[:]
+        pending.clear()
+        frame, weight, const = _tables_to_frame(tables)
+        del tables
+        return self.encode(frame, weight, const)
+
+    def _ready(self, blocks: Iterator[Batchable], seed: int | None, batch_size: int) -> Iterator[Batchable]:
+        """``blocks`` as shuffled runs of whole batches: each block, after the rows the previous
+        one left over, permuted by the block's seed (``seed`` None: no shuffle); the rows past its
+        last whole batch carry into the next. The last run ends with the epoch's short batch."""
+        carry: Batchable | None = None
+        for block in blocks:
+            n = len(block) + (len(carry) if carry is not None else 0)
+            if seed is not None:
+                block_gen = torch.Generator()
+                block_gen.manual_seed(seed)
+                seed = (seed * 6364136223846793005 + 1442695040888963407) % 2**62
+                block = _permuted(carry, block, torch.randperm(n, generator=block_gen))
+            elif carry is not None:
+                block = concat_blocks([carry, block])
+            full = n - n % batch_size
+            carry = _clone(_take(block, slice(full, n))) if full < n else None
+            if full:
+                yield _take(block, slice(0, full)) if full < n else block
+        if carry is not None:
+            yield carry
+
+    def _prefetched(self, items: Iterator[Batchable]) -> Iterator[Batchable]:
+        """``items``, produced in a background thread at most one ahead of the consumer.
+
+        The producer builds item k+1 only once the consumer has taken item k, so at most two
+        blocks live at a time (the one training and the next), not also a finished one waiting
+        for the queue.
+        """
+        q: queue.Queue = queue.Queue()
+        turn = threading.Semaphore(1)  # the producer's permission to build the next item
         stop = threading.Event()
         done = object()
 
         def produce() -> None:
             try:
-                for block in self.blocks(seed):
+                while True:
+                    turn.acquire()
                     if stop.is_set():
                         return
-                    q.put(block)
-                q.put(done)
+                    item = next(items, done)
+                    q.put(item)
+                    if item is done:
+                        return
+                    del item
             except BaseException as exc:  # re-raised in the consumer
                 q.put(exc)
 
@@ -296,44 +365,35 @@ class LakeStream:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                turn.release()
                 yield item
+                del item
         finally:
             stop.set()
             while thread.is_alive():
+                turn.release()
                 try:
                     q.get_nowait()
                 except queue.Empty:
                     thread.join(0.05)
 
     def batches(self, batch_size: int, generator: torch.Generator | None, shuffle: bool = True) -> Iterator[Batchable]:
-        """Mini-batches of one epoch; rows left over at a block's end carry into the next block."""
+        """Mini-batches of one epoch; rows left over at a block's end carry into the next block.
+
+        Streamed, the next block is read, encoded and shuffled in a background thread while
+        the current one trains (:meth:`_prefetched`).
+        """
         seed = int(torch.randint(0, 2**62, (1,), generator=generator)) if shuffle else None
         if self._cached is None and self._fits_in_buffer():
             self._cached = concat_blocks(list(self.blocks(None))) if len(self) else None
         if self._cached is not None or not len(self):
-            source: Iterator[Batchable] = iter([self._cached] if self._cached is not None else [])
+            source = self._ready(iter([self._cached] if self._cached is not None else []), seed, batch_size)
         else:
-            source = self._prefetched(seed)
-        carry: Batchable | None = None
-        for block in source:
-            block = block.to(self.device)
-            if carry is not None:
-                block = concat_blocks([carry, block])
-                carry = None
-            n = len(block)
-            if shuffle:
-                block_gen = torch.Generator()
-                block_gen.manual_seed(seed)
-                seed = (seed * 6364136223846793005 + 1442695040888963407) % 2**62
-                order = torch.randperm(n, generator=block_gen).to(self.device)
-                block = _take(block, order)
-            full = n - n % batch_size
-            for start in range(0, full, batch_size):
-                yield _take(block, slice(start, start + batch_size))
-            if full < n:
-                carry = _take(block, slice(full, n))
-        if carry is not None:
-            yield carry
+            source = self._prefetched(self._ready(self.blocks(seed), seed, batch_size))
+        for run in source:
+            run = run.to(self.device)
+            for start in range(0, len(run), batch_size):
+                yield _take(run, slice(start, start + batch_size))
 
     def _fits_in_buffer(self) -> bool:
         return sum(n for units in self._units for _, _, n in units) <= self.buffer_rows

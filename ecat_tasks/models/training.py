@@ -109,15 +109,20 @@ def predict_logits(model: nn.Module, data: Batchable, batch_size: int = 65_536) 
     """
     model.eval()
     device = next(model.parameters()).device
-    logits, hidden = [], []
+    logits = hidden = None  # filled in place: no list of pieces and a concatenated copy (twice the memory)
+    start = 0
     for batch in data.batches(batch_size, None, shuffle=False):
         batch = batch.to(device)
         logit, h = model(batch.sparse, batch.dense, **batch.extra)
-        logits.append(logit.cpu())
-        hidden.append(h.cpu())
-    if not logits:
+        if logits is None or hidden is None:
+            logits = torch.empty((len(data), *logit.shape[1:]), dtype=logit.dtype)
+            hidden = torch.empty((len(data), *h.shape[1:]), dtype=h.dtype)
+        logits[start:start + len(batch)] = logit.cpu()
+        hidden[start:start + len(batch)] = h.cpu()
+        start += len(batch)
+    if logits is None or hidden is None:
         return torch.zeros(0), torch.zeros(0)
-    return torch.cat(logits), torch.cat(hidden)
+    return logits, hidden
 
 
 def predict(model: nn.Module, data: Batchable, batch_size: int = 65_536) -> tuple[np.ndarray, torch.Tensor]:
