@@ -96,3 +96,22 @@ def test_stream_holds_at_most_the_training_block_and_the_next(tmp_path, monkeypa
         rows.append(batch.sparse[:, 0].clone())  # a view would keep its block alive
     assert sorted(torch.cat(rows).tolist()) == list(range(60_000))
     assert 2 <= most <= 3, most  # this block, and the next encoded plus its shuffled copy
+
+
+def test_select_ids_confirms_hash_hits_on_the_id(tmp_path, monkeypatch) -> None:
+    """Ids are looked up by hash, slice by slice; a row whose id only shares a hash with a
+    wanted id is not selected, and wanted ids sharing a hash (or repeated) still select exactly."""
+    from ecat_tasks.models import stream as stream_module
+
+    def weak(ids: pa.Array) -> np.ndarray:  # 1,000 buckets: most rows of the lake collide with a wanted id
+        return np.array([int(s[1:]) % 1_000 for s in ids.to_pylist()], np.uint64)
+
+    monkeypatch.setattr(stream_module, "_id_hashes", weak)
+    lake = _lake(tmp_path, "source", np.arange(0, 20_000), row_group=3_000)
+    chosen = np.arange(5, 20_000, 1_003)[:20]  # distinct buckets
+    weight = np.arange(len(chosen), dtype=np.float32)
+    part = select_ids(Part(paths=(lake,)), pa.array([f"s{i:07d}" for i in chosen]), weight)
+    assert part.rows.tolist() == chosen.tolist() and part.row_weight.tolist() == weight.tolist()
+    clash = np.array([5, 1_005, 7])  # 5 and 1,005 share a bucket: the exact lookup over the column
+    part = select_ids(Part(paths=(lake,)), pa.array([f"s{i:07d}" for i in clash]), np.array([1, 2, 3], np.float32))
+    assert part.rows.tolist() == [5, 7, 1_005] and part.row_weight.tolist() == [1.0, 3.0, 2.0]
