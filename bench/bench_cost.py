@@ -72,10 +72,10 @@ def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[st
             "rows": manifest.get("rows") or manifest.get("source_rows") or manifest.get("kept")}
 
 
-def _child(args: list[str], env: dict[str, str], module: str = "bench.bench_cost") -> dict[str, Any]:
+def _child(args: list[str], env: dict[str, str], module: str = "bench.bench_cost", cwd: Path = ROOT) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                         cwd=ROOT, env=env)
+                         cwd=cwd, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"bench child {args} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
