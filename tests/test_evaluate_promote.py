@@ -1,5 +1,6 @@
 import json
 import logging
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -141,3 +142,56 @@ def test_evaluate_next_day_and_promotion(layout, cfg):
     assert refused["promoted"] is False and "does not beat target_only" in refused["reason"]
     assert str(mc.get_model_version_by_alias(cfg.registered_model, ALIAS).version) == result["version"]
     assert "not promoted" in (layout.report(d2) / "report.html").read_text()
+
+
+class _Fake:
+    """A loaded model: its encoders are named by ``vocab``; it scores an encoded frame as ``offset`` + the encoding."""
+
+    def __init__(self, vocab: int, offset: float, encodings: list) -> None:
+        import torch
+
+        self.arch, self.offset, self.encodings = {"features": None}, offset, encodings
+        self._state = {"vocab.user_id": torch.tensor([vocab])}
+
+    def encoder_state(self):
+        return SimpleNamespace(state=lambda: self._state)
+
+    def batchable(self, frame, label):
+        self.encodings.append(int(self._state["vocab.user_id"][0]))
+        return np.linspace(0.1, 0.5, len(frame))
+
+    def score_encoded(self, data):
+        return data + self.offset
+
+
+def test_score_models_shares_encodings_and_derives_served(monkeypatch):
+    """Models with the same encoders share one encoding of the frame; served is its chosen model's
+    scores through the calibration (no second load), unless the choice is not among those scored."""
+    import pandas as pd
+
+    import ecat_tasks.score_previous_day as spd
+    from ecat_tasks.models.calibration import Calibration
+
+    encodings, loads = [], []
+    models = {"ecat": (1, 0.0), "teacher": (1, 0.1), "mixed": (2, 0.2)}
+
+    def fake_scorer(layout, name, day):
+        loads.append(name)
+        if name == "served":
+            return SimpleNamespace(score=lambda frame, label: np.full(len(frame), 0.9))
+        return _Fake(*models[name], encodings)
+
+    cal = Calibration(slope=0.5, intercept=0.3, fitted=True, reason="fitted")
+    monkeypatch.setattr(spd, "load_scorer", fake_scorer)
+    monkeypatch.setattr(spd, "served_choice", lambda layout, ds: ("teacher", cal))
+    frame = pd.DataFrame({"click": [0, 1, 0, 1]})
+    days = {"ecat": "d1", "teacher": "d1", "served": "d1", "mixed": "d0"}
+    scores = spd.score_models(None, days, frame, "click")
+    assert list(scores) == list(days) and loads == ["ecat", "teacher", "mixed"] and encodings == [1, 2]
+    assert np.array_equal(scores["served"], cal.apply(scores["teacher"]))
+    assert np.array_equal(scores["teacher"], np.linspace(0.1, 0.5, 4) + 0.1)
+    # the guard's choice scored from another day's checkpoint: served is loaded and scored on its own
+    monkeypatch.setattr(spd, "served_choice", lambda layout, ds: ("mixed", cal))
+    loads.clear()
+    scores = spd.score_models(None, days, frame, "click")
+    assert loads == ["ecat", "teacher", "mixed", "served"] and np.array_equal(scores["served"], np.full(4, 0.9))
