@@ -150,7 +150,9 @@ def select_ids(part: Part, ids: pa.Array | pa.ChunkedArray, weight: np.ndarray |
     start = 0
     for column in _id_slices(part):
         hashes = _id_hashes(column)
-        at = np.minimum(np.searchsorted(keys, hashes), max(len(keys) - 1, 0))
+        probe = np.argsort(hashes)  # searched in sorted order: each search starts where the last ended
+        at = np.empty(len(hashes), np.int64)
+        at[probe] = np.minimum(np.searchsorted(keys, hashes[probe]), max(len(keys) - 1, 0))
         hit = np.flatnonzero(keys[at] == hashes) if len(keys) else np.zeros(0, np.int64)
         where = order[at[hit]]
         same = pc.fill_null(pc.equal(column.take(pa.array(hit)), ids.take(pa.array(where))), False)
@@ -167,7 +169,8 @@ def _id_hashes(ids: pa.Array | pa.ChunkedArray, chunk: int = 1_000_000) -> np.nd
     """A 64-bit hash per id (pandas' string hash), computed a chunk at a time (Python strings
     are made for one chunk only)."""
     return np.concatenate([np.zeros(0, np.uint64)] + [
-        pd.util.hash_array(ids.slice(i, chunk).to_numpy(zero_copy_only=False)) for i in range(0, len(ids), chunk)])
+        pd.util.hash_array(ids.slice(i, chunk).to_numpy(zero_copy_only=False), categorize=False)
+        for i in range(0, len(ids), chunk)])
 
 
 def _id_slices(part: Part, slice_rows: int = 1_000_000) -> Iterator[pa.Array]:
