@@ -5,10 +5,12 @@
 
 ``--old`` is a git revision, archived into a scratch directory; the new code is this checkout.
 ``--home`` holds the step's inputs (a day run up to the step); it is never written: every run
-gets a fresh copy. Each repeat runs the step once with each code (``bench.bench_cost
---one-step`` of that tree, so the time excludes the interpreter's start and imports), the order
-alternating (old-new, new-old, ...) so drift on a shared machine hits both alike. On a busy
-machine only the ratio means something. After each run the step's outputs are read back (every
+gets a fresh copy. Each repeat runs the step once with each code (this checkout's
+``bench_cost.run_one_step``, importing ``ecat_tasks`` from that code's tree; the time excludes
+the interpreter's start and imports), the order alternating (old-new, new-old, ...) so drift on
+a shared machine hits both alike. Reported per pair and as a median: the ratio of wall times
+and of CPU times (user + system of the step, less sensitive to the machine's load); on a busy
+machine only the ratios mean something. After each run the step's outputs are read back (every
 report partition's ``metrics.json`` and the latest value of every MLflow metric); the tool fails
 if old and new wrote different numbers.
 """
@@ -26,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.bench_cost import ROOT, _child, _env
+from bench.bench_cost import ROOT, _env
 
 
 def outputs(home: Path) -> dict[str, Any]:
@@ -42,15 +44,28 @@ def outputs(home: Path) -> dict[str, Any]:
     return {"reports": reports, "mlflow": metrics}
 
 
-def run(tree: Path, step: str, ds: str, source: Path, scratch: Path, conf: dict[str, Any]) -> tuple[float, dict]:
-    """Time one run of ``step`` with the code of ``tree`` on a fresh copy of ``source``."""
+# The child: this checkout's run_one_step (by file path), with ecat_tasks from the tree it runs in.
+_CHILD = """import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("ab_bench_cost", sys.argv[1])
+runner = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runner)
+print(json.dumps(runner.run_one_step(sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]))))
+"""
+
+
+def run(tree: Path, step: str, ds: str, source: Path, scratch: Path, conf: dict[str, Any],
+        ) -> tuple[float, float, dict]:
+    """Wall and CPU seconds of one run of ``step`` with the code of ``tree`` on a fresh copy of ``source``."""
     home = scratch / "home"
     shutil.rmtree(home, ignore_errors=True)
     shutil.copytree(source, home, symlinks=True)
     env = _env(home) | {"PYTHONPATH": str(tree)}
-    args = ["--one-step", step, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)]
-    result = _child(args, env, cwd=tree)
-    return result["seconds"], outputs(home)
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(ROOT / "bench" / "bench_cost.py"), step, ds, str(home),
+                          json.dumps(conf)], capture_output=True, text=True, cwd=tree, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{step} with the code of {tree} failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["cpu_seconds"], outputs(home)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,21 +83,24 @@ def main(argv: list[str] | None = None) -> None:
         old_tree.mkdir()
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.old], capture_output=True, check=True)
         subprocess.run(["tar", "-x", "-C", str(old_tree)], input=archive.stdout, check=True)
-        ratios = []
+        ratios: dict[str, list[float]] = {"wall": [], "cpu": []}
         for i in range(args.repeats):
-            seconds: dict[str, float] = {}
+            seconds: dict[str, tuple[float, float]] = {}
             written: dict[str, dict] = {}
             for name in (("old", "new") if i % 2 == 0 else ("new", "old")):
                 tree = old_tree if name == "old" else ROOT
-                seconds[name], written[name] = run(tree, args.step, args.ds, args.home, scratch, conf)
+                wall, cpu, written[name] = run(tree, args.step, args.ds, args.home, scratch, conf)
+                seconds[name] = (wall, cpu)
             if written["old"] != written["new"]:
                 raise SystemExit(f"repeat {i + 1}: old and new wrote different numbers: not the same step")
-            ratios.append(seconds["new"] / seconds["old"])
-            print(json.dumps({"repeat": i + 1, **{k: round(v, 2) for k, v in seconds.items()},
-                              "new/old": round(ratios[-1], 3)}), flush=True)
-    print(f"{args.step} on {args.home} ({args.ds}): new/old median {statistics.median(ratios):.3f} over "
-          f"{len(ratios)} alternating pairs ({', '.join(f'{r:.3f}' for r in ratios)}); outputs identical")
-
+            for j, kind in enumerate(ratios):
+                ratios[kind].append(seconds["new"][j] / seconds["old"][j])
+            print(json.dumps({"repeat": i + 1, **{f"{k}_{kind}_s": round(v[j], 2) for k, v in seconds.items()
+                                                  for j, kind in enumerate(ratios)},
+                              **{f"new/old_{kind}": round(r[-1], 3) for kind, r in ratios.items()}}), flush=True)
+    print(f"{args.step} on {args.home} ({args.ds}), new/old over {args.repeats} alternating pairs: " + "; ".join(
+        f"{kind} median {statistics.median(r):.3f} ({', '.join(f'{x:.3f}' for x in r)})" for kind, r in ratios.items())
+        + "; outputs identical")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -56,6 +56,7 @@ def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[st
     func = getattr(module, func_name)
     cfg = EcatConfig.from_mapping(conf)
     layout = Layout(home)
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     if step == "extract":
         with duckdb.connect(str(Path(home) / "warehouse.duckdb"), read_only=True) as con:
@@ -65,17 +66,26 @@ def run_one_step(step: str, ds: str, home: str, conf: dict[str, Any]) -> dict[st
     else:
         manifest = func(ds, cfg, layout)
     seconds = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     if isinstance(manifest, list):  # plan_comparisons
         return {"step": step, "seconds": seconds, "plan": manifest,
                 "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-    return {"step": step + (f":{model}" if model else ""), "seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"step": step + (f":{model}" if model else ""), "seconds": seconds, "cpu_seconds": cpu,
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "rows": manifest.get("rows") or manifest.get("source_rows") or manifest.get("kept")}
 
 
-def _child(args: list[str], env: dict[str, str], module: str = "bench.bench_cost", cwd: Path = ROOT) -> dict[str, Any]:
+def _cpu_seconds() -> float:
+    """User plus system CPU time of this process and its threads: on a machine shared with other
+    jobs, less sensitive to their load than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(args: list[str], env: dict[str, str], module: str = "bench.bench_cost") -> dict[str, Any]:
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
-                         cwd=cwd, env=env)
+                         cwd=ROOT, env=env)
     if out.returncode != 0:
         raise RuntimeError(f"bench child {args} failed:\n{out.stderr[-3000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
