@@ -26,14 +26,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from bench.quality import DATASETS, OUT_DIR
+from bench.quality import DATASETS, OUT_DIR, home_seed
 
 log = logging.getLogger("bench.guard_rules")
 
@@ -44,10 +43,7 @@ def home_config(home: Path, data: str, conf: dict[str, Any]) -> Any:
     """The config a kept ``bench.quality`` home ran with (its seed read from the directory name)."""
     from ecat_tasks.config import EcatConfig
 
-    match = re.search(r"-s(\d+)-", home.name)
-    if not match:
-        raise SystemExit(f"{home}: not a bench.quality home (expected ecat-quality-<data>-s<seed>-*)")
-    return EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf, "seed": int(match.group(1))}, env={})
+    return EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf, "seed": home_seed(home)}, env={})
 
 
 def guard_days(home: Path) -> list[str]:

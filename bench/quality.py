@@ -44,6 +44,21 @@ with the command and the machine facts. Raw per-seed numbers go to
 
 ``--runner direct`` calls the step functions in-process instead of Airflow (same code,
 same order, no scheduler): a faster loop for tuning experiments, never the numbers of record.
+
+``--replay HOME [HOME ...]`` rebuilds the tables from homes an earlier run kept (``--keep``) under
+another ``--conf`` that changes only the guard's decision (``guard_candidates``, ``guard_rule``,
+``guard_margin``, calibration): no model trains again. Each home is copied (``--tmp-dir``; the kept
+home is never written, and the copy's MLflow store points at the copy) and, in the DAG's order,
+each day's ``guard`` -> ``evaluate`` (the ``served`` row's validation and cold-start numbers)
+runs again, then the next day's ``score_previous_day`` (every next-day number, ``served``
+included); the tables are then measured from the copies exactly as after a run. Not replayed:
+``promote`` (the registry keeps the home's promotions, so the next-day champion check reads them;
+neither enters the tables) and the MLflow tags beyond those evaluate rewrites. The seed is read
+from the home's name; its config is the data set's conf + ``--conf`` + the seed, and may differ
+from what the home ran with (its reports' ``parameters``) only in the fields the guard alone reads
+(``REPLAYABLE``): a change to training would need the run itself, so the replay refuses it.
+The section says it is a replay, of which homes, with which conf; its default ``--results`` is
+``bench/out/results-replay-<section>.md``, not ``bench/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -271,17 +286,134 @@ def run_seed(args: argparse.Namespace, seed: int, conf_base: dict[str, Any]) -> 
             run_airflow(days, conf, ecat_home, airflow_home)
         else:
             run_direct(days, conf, ecat_home, warehouse)
-        scored = score_next_day(ecat_home, conf, eval_pairs(days, args.eval_days))
-        per_day = day_metrics(ecat_home, scored)
-        means = seed_means(per_day)
-        secs = time.perf_counter() - t0
-        log.info("seed %d done in %.0fs: served (ECAT or its guard's fallback) next-day AUC %.4f", seed, secs,
-                 means["next_day"][method_of(means["next_day"])]["auc"])
-        run = {"seed": seed, "seconds": round(secs, 1), "data": stats, **means, "per_day": per_day, "home": str(root)}
-        return run, scored
+        return measure(seed, ecat_home, conf, eval_pairs(days, args.eval_days), t0, stats, root)
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def measure(seed: int, ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str, str]], t0: float,
+            stats: dict[str, Any], home: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One seed's summary (JSON-able) and its scored next days, from the home its days ran in."""
+    scored = score_next_day(ecat_home, conf, pairs)
+    per_day = day_metrics(ecat_home, scored)
+    means = seed_means(per_day)
+    secs = time.perf_counter() - t0
+    log.info("seed %d done in %.0fs: served (ECAT or its guard's fallback) next-day AUC %.4f", seed, secs,
+             means["next_day"][method_of(means["next_day"])]["auc"])
+    run = {"seed": seed, "seconds": round(secs, 1), "data": stats, **means, "per_day": per_day, "home": str(home)}
+    return run, scored
+
+
+# ----------------------------------------------------------------------------------------
+# Replay of kept homes (--replay)
+# ----------------------------------------------------------------------------------------
+# what the guard alone reads: a replay may change these, and nothing else, from what a home ran with
+REPLAYABLE = ("guard_enabled", "guard_margin", "guard_rule", "guard_candidates", "guard_window_days",
+              "serve_calibration", "calibration_strength")
+
+
+def home_seed(home: Path) -> int:
+    """The seed of a kept home, from its directory name (``ecat-quality-<data>-s<seed>-*``)."""
+    match = re.search(r"-s(\d+)-", Path(home).name)
+    if not match:
+        raise SystemExit(f"{home}: not a bench.quality home (expected ecat-quality-<data>-s<seed>-*)")
+    return int(match.group(1))
+
+
+def home_days(home: Path) -> list[str]:
+    """The days a kept home's lake holds (validated), in order."""
+    from ecat_tasks.storage import Layout
+
+    layout = Layout(Path(home) / "ecat_home")
+    days = sorted(p.name[3:] for p in (layout.root / "lake").glob("ds=*") if layout.lake_has(p.name[3:]))
+    if not days:
+        raise SystemExit(f"{home}: no validated day in {layout.root / 'lake'}: not a kept bench.quality home")
+    return days
+
+
+def copy_home(home: Path, parent: Path | None) -> Path:
+    """A copy of ``home`` under a new directory of ``parent`` (same name: it carries the seed), whose MLflow
+    store names the copy's artifacts instead of the kept home's, so nothing the replay does writes there."""
+    import sqlite3
+
+    src = Path(home).resolve()
+    dest = Path(tempfile.mkdtemp(prefix="replay-", dir=parent)) / src.name
+    shutil.copytree(src, dest, symlinks=True)  # partitions are relative symlinks to their versions
+    db = dest / "ecat_home" / "mlflow.db"
+    if db.is_file():
+        old, new = f"{src}/", f"{dest}/"
+        with sqlite3.connect(db) as con:
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for col in [r[1] for r in con.execute(f'PRAGMA table_info("{table}")')
+                            if any(t in r[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]:
+                    con.execute(f'UPDATE "{table}" SET "{col}" = replace("{col}", ?, ?) WHERE instr("{col}", ?) > 0',
+                                (old, new, old))
+    return dest
+
+
+def check_replayable(layout: Any, day: str, cfg: Any) -> str:
+    """Refuse a replay config that differs from the home's own (its report's ``parameters``) beyond ``REPLAYABLE``;
+    returns the code version that trained the home."""
+    from ecat_tasks.report import read_report
+    from ecat_tasks.storage import read_manifest
+
+    ran = (read_report(layout, day) or {}).get("parameters")
+    if not ran:
+        raise SystemExit(f"{layout.root}: reports/ds={day} records no parameters: cannot tell what the home ran with")
+    now = json.loads(json.dumps(cfg.to_dict(), default=str))  # as the report recorded it
+    differ = {k: (ran[k], now[k]) for k in sorted(ran.keys() & now.keys()) if ran[k] != now[k] and k not in REPLAYABLE}
+    if differ:
+        raise SystemExit(f"{layout.root}: the replay's config differs from the home's beyond the guard's fields "
+                         f"({', '.join(REPLAYABLE)}): " + "; ".join(f"{k} ran {a!r}, replay {b!r}" for k, (a, b) in differ.items())
+                         + " -- a change to training needs a run, not a replay (or pass the home's value in --conf)")
+    return str(read_manifest(layout.model("student", day)).get("code_version", "unknown"))
+
+
+def replay_home(copy: Path, days: list[str], conf: dict[str, Any]) -> dict[str, Any]:
+    """Replay, on ``copy`` (a kept home's copy, :func:`copy_home`), what the DAG does after training under
+    ``conf``: each day in order, ``guard`` -> ``evaluate``, then the next day's ``score_previous_day`` (which
+    the DAG runs before that day trains). Returns the copy's data facts."""
+    for key in ("ECAT_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+        if os.environ.get(key):
+            raise SystemExit(f"{key} is set: the replay would write into that MLflow store, not the copy's; unset it")
+    from ecat_tasks.config import EcatConfig
+    from ecat_tasks.evaluate import evaluate
+    from ecat_tasks.guard import SERVED_AREA, guard
+    from ecat_tasks.inputs import target_rows
+    from ecat_tasks.score_previous_day import score_previous_day
+    from ecat_tasks.storage import Layout, shift_ds
+
+    layout = Layout(copy / "ecat_home")
+    cfg = EcatConfig.from_mapping(conf, env={})
+    trained_by = check_replayable(layout, days[0], cfg)
+    guarded = layout.existing_days(f"models/{SERVED_AREA}")
+    for ds in guarded:
+        t0 = time.perf_counter()
+        decision = guard(ds, cfg, layout)
+        evaluate(ds, cfg, layout)
+        nxt = shift_ds(ds, 1)
+        if nxt in days:
+            score_previous_day(nxt, cfg, layout)
+        log.info("  %s ds=%s: replayed guard (serving %s), evaluate%s in %.0fs", copy.name, ds, decision["served"],
+                 f", score_previous_day {nxt}" if nxt in days else "", time.perf_counter() - t0)
+    return {"days": len(days), "target_rows": sum(len(target_rows(d, layout)) for d in days),
+            "replayed_days": guarded, "trained_by": trained_by}
+
+
+def replay_seed(args: argparse.Namespace, home: Path, conf_base: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One kept home replayed on a copy (:func:`replay_home`), then measured as :func:`run_seed` measures a run."""
+    seed = home_seed(home)
+    conf = {**conf_base, "seed": seed}
+    t0 = time.perf_counter()
+    days = home_days(home)
+    copy = copy_home(home, Path(args.tmp_dir) if args.tmp_dir else None)
+    try:
+        stats = {**replay_home(copy, days, conf), "replayed_from": str(Path(home).resolve())}
+        return measure(seed, copy / "ecat_home", conf, eval_pairs(days, args.eval_days), t0, stats, copy)
+    finally:
+        if not args.keep:
+            shutil.rmtree(copy.parent, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------
@@ -408,17 +540,30 @@ def section_text(args: argparse.Namespace, runs: list[dict[str, Any]], lift: dic
     title = {"synthetic": "Synthetic entire space",
              "movielens": f"MovieLens-100K (target genre {args.target_genre})"}[args.data]
     pairs = eval_pairs(days_of(args.start_ds, args.days), args.eval_days)
-    data_line = (f"{args.days} days × {args.rows:,} rows/day from {args.start_ds}, world seed = seed"
-                 if args.data == "synthetic" else
-                 f"ML-100K cut into {args.days} days from {args.start_ds}, target = {args.target_genre} ratings "
-                 f"({runs[0]['data'].get('target_rows', '?')} rows); the data is fixed")
+    if args.replay:
+        homes = ", ".join(f"`{r['data']['replayed_from']}`" for r in runs)
+        trained_by = ", ".join(sorted({r["data"]["trained_by"] for r in runs}))
+        data_line = (f"the kept homes' lake, {args.days} days from {args.start_ds}, "
+                     f"{'/'.join(str(r['data']['target_rows']) for r in runs)} target rows"
+                     + (", world seed = seed" if args.data == "synthetic" else f" (ML-100K, target = {args.target_genre})"))
+        runner = ("**replay of kept homes** (`--replay`): on a copy of each, every day's guard -> evaluate -> next "
+                  "day's score_previous_day under this config; no model trained again")
+    else:
+        data_line = (f"{args.days} days × {args.rows:,} rows/day from {args.start_ds}, world seed = seed"
+                     if args.data == "synthetic" else
+                     f"ML-100K cut into {args.days} days from {args.start_ds}, target = {args.target_genre} ratings "
+                     f"({runs[0]['data'].get('target_rows', '?')} rows); the data is fixed")
+        runner = ("`airflow dags test` per day, every DAG run checked `success`" if args.runner == "airflow"
+                  else "in-process step functions (not Airflow)")
     head = [
         f"### {title}",
         "",
         f"Command: `{command}`  ",
+        *([f"**Replay** of the kept homes {homes} (trained by code version {trained_by}, with the homes' own config) "
+           f"under the config below, which differs from each home's recorded one in the guard's fields alone "
+           f"(`REPLAYABLE`, checked): the guard decided again, the models are the homes'.  "] if args.replay else []),
         f"Measured {dt.date.today().isoformat()} on {facts['nproc']} CPU(s) (`nproc`), {facts['cpu']}; torch "
-        f"{facts['torch']} with {facts['torch_threads']} threads; shared machine. Runner: "
-        f"{'`airflow dags test` per day, every DAG run checked `success`' if args.runner == 'airflow' else 'in-process step functions (not Airflow)'}; "
+        f"{facts['torch']} with {facts['torch_threads']} threads; shared machine. Runner: {runner}; "
         f"wall time {wall / 60:.1f} min for {len(runs)} seed(s) ({per_seed} min each).  ",
         f"Data: {data_line}. Seeds {[r['seed'] for r in runs]} (config `seed` = seed: slices and training). "
         f"Primary: next day, the models of {', '.join(d for d, _ in pairs)} scored on every target row of the day "
@@ -476,13 +621,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--conf", default="{}", help="JSON config overrides for every run (on top of the data set's)")
     p.add_argument("--runner", choices=["airflow", "direct"], default="airflow")
     p.add_argument("--jobs", type=int, default=1, help="seeds run side by side (Airflow runner only; each seed its own processes)")
-    p.add_argument("--results", type=Path, default=RESULTS, help="markdown file to write the Quality section into")
+    p.add_argument("--results", type=Path, default=None,
+                   help="markdown file to write the Quality section into (bench/RESULTS.md; with --replay "
+                        "bench/out/results-replay-<section>.md)")
+    p.add_argument("--replay", type=Path, nargs="+", metavar="HOME",
+                   help="kept homes (--keep) of one data set to replay the guard on (copies) under --conf, "
+                        "instead of running; the seeds are the homes'")
     p.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     p.add_argument("--keep", action="store_true", help="keep each seed's temporary homes")
     p.add_argument("--tmp-dir", default=None, help="parent of the per-seed temporary homes")
     p.add_argument("--tag", default="", help="suffix of the raw JSON output name")
     args = p.parse_args(argv)
     d = DATASETS[args.data]
+    if args.replay:  # the homes say which seeds and days they ran
+        if any(f"ecat-quality-{args.data}-" not in h.name for h in args.replay):
+            p.error(f"--replay: every home must be an ecat-quality-{args.data}-s<seed>-* home of --data {args.data}")
+        days = {tuple(home_days(h)) for h in args.replay}
+        if len(days) != 1:
+            p.error(f"--replay: the homes hold different days: {sorted(days)}")
+        (days,) = days
+        args.seeds = [home_seed(h) for h in args.replay]
+        args.start_ds, args.days = days[0], len(days)
     args.days = args.days or d["days"]
     args.rows = args.rows or d["rows"]
     args.start_ds = args.start_ds or d["start_ds"]
@@ -520,7 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     conf = {**DATASETS[args.data]["conf"], **json.loads(args.conf)}
     t0 = time.perf_counter()
     runs, scored = [], []
-    for run, days in run_seeds(args, conf):
+    # a replay takes one home at a time, in this process
+    seeds = [replay_seed(args, home, conf) for home in args.replay] if args.replay else run_seeds(args, conf)
+    for run, days in seeds:
         runs.append(run)
         scored.append(days)
     t1 = time.perf_counter()
@@ -534,10 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     key = section_key(args)
-    raw = OUT_DIR / f"quality-{key}{('-' + args.tag) if args.tag else ''}.json"
+    raw = OUT_DIR / f"quality-{key}{'-replay' if args.replay else ''}{('-' + args.tag) if args.tag else ''}.json"
     raw.write_text(json.dumps({"command": command, "conf": conf, "runs": runs, "lift": lift, "wall_s": wall,
-                               "machine": machine_facts()}, indent=2))
-    if not args.no_write and args.runner == "airflow":
+                               "machine": machine_facts(), "replay": [str(h) for h in args.replay or []]}, indent=2))
+    if not args.no_write and (args.runner == "airflow" or args.replay):
+        args.results = args.results or (OUT_DIR / f"results-replay-{key}.md" if args.replay else RESULTS)
         write_results(args.results, key, text)
         print(f"wrote {args.results} (## Quality / {key}) and {raw}")
     else:

@@ -2,6 +2,8 @@
 
 import argparse
 
+import pytest
+
 from bench.quality import eval_pairs, lift_of, section_key, write_results
 
 
@@ -66,3 +68,93 @@ def test_seeds_side_by_side_come_back_in_seed_order(monkeypatch):
     threads.clear()
     args.runner = "direct"
     assert [r["seed"] for r, _ in quality.run_seeds(args, {})] == [0, 1, 2] and len(threads) == 1
+
+
+# ----------------------------------------------------------------------------------------
+# --replay: the guard decided again on a copy of a kept home
+# ----------------------------------------------------------------------------------------
+def _tree(root):
+    """Every file under ``root`` and its bytes' digest (links as their targets): what "unchanged" means."""
+    import hashlib
+    import os
+
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = os.path.join(dirpath, name)
+            out[os.path.relpath(path, root)] = (os.readlink(path) if os.path.islink(path)
+                                                else hashlib.sha256(open(path, "rb").read()).hexdigest())
+    return out
+
+
+def test_replay_reproduces_a_kept_home_and_a_narrower_guard_changes_its_choice(
+        tmp_path, extracted_home, monkeypatch):
+    """A kept home where the guard served the teacher (every other model ranks its validation rows
+    backwards): replayed with the home's own config, the served choice and every served number
+    come back equal; replayed with the teacher out of ``guard_candidates``, the guard serves
+    another model and the served next-day row is that model's. The kept home is never written."""
+    import json
+    import shutil
+
+    import ecat_tasks.guard as guard_module
+    from conftest import DAYS, tiny_config
+    from test_evaluate_promote import train_day
+    from test_guard import _Reversed
+
+    import bench.quality as quality
+    from ecat_tasks.evaluate import evaluate
+    from ecat_tasks.guard import guard
+    from ecat_tasks.promote import promote
+    from ecat_tasks.score_previous_day import score_previous_day
+    from ecat_tasks.storage import Layout
+
+    d1, d2 = DAYS
+    conf = {k: v for k, v in tiny_config(guard_rule="margin").to_dict().items() if k != "seed"}
+    cfg = tiny_config(**conf, seed=3)
+    home = tmp_path / "kept" / "ecat-quality-synthetic-s3-abc"
+    shutil.copytree(extracted_home, home / "ecat_home", symlinks=True)
+    layout = Layout(home / "ecat_home")
+    real = guard_module.load_model
+    # the guard alone sees every model but the teacher reversed (replays in this process too)
+    monkeypatch.setattr(guard_module, "load_model", lambda d: real(d) if d.parent.name == "teacher" else _Reversed(real(d)))
+    monkeypatch.setattr(quality, "OUT_DIR", tmp_path / "out")
+    train_day(d1, cfg, layout)  # what bench.quality's run left: d1 trained, guarded, evaluated, promoted, scored on d2
+    assert guard(d1, cfg, layout)["served"] == "teacher"
+    evaluate(d1, cfg, layout)
+    promote(d1, cfg, layout)
+    score_previous_day(d2, cfg, layout)
+    original = json.loads((layout.report(d1) / "metrics.json").read_text())["models"]
+    kept = _tree(home)
+
+    def replay(extra, name):
+        argv = ["--data", "synthetic", "--replay", str(home), "--conf", json.dumps({**conf, **extra}),
+                "--n-resamples", "20", "--tmp-dir", str(tmp_path), "--keep", "--results", str(tmp_path / name)]
+        assert quality.main(argv) == 0
+        (run,) = json.loads((tmp_path / "out" / "quality-nextday-synthetic-replay.json").read_text())["runs"]
+        copy = Layout(quality.Path(run["home"]) / "ecat_home")
+        return run, json.loads((copy.model("served", d1) / "_manifest.json").read_text())
+
+    run, served = replay({}, "same.md")
+    assert run["seed"] == 3 and served["served"] == "teacher"
+    assert served["calibration"] == json.loads((layout.model("served", d1) / "_manifest.json").read_text())["calibration"]
+    day = run["per_day"][d1]["served"]
+    for k in quality.METRICS:
+        assert day["next_day"][k] == original["served"]["next_day"][k]
+        assert day["cold_start"][k] == original["served"]["holdout"][k]
+    text = (tmp_path / "same.md").read_text()
+    assert "<!-- quality:nextday-synthetic:begin -->" in text and "**Replay** of the kept homes" in text
+    assert "| **served** |" in text and f"`{home}`" in text
+
+    run, served = replay({"guard_candidates": ["target_only"]}, "narrow.md")
+    assert served["served"] in ("target_only", "ecat") and served["candidates"] == ["target_only", "ecat"]
+    day = run["per_day"][d1]
+    for view in ("next_day", "cold_start"):  # scored again (score_previous_day, evaluate); calibration keeps the ranking
+        assert day["served"][view]["auc"] == pytest.approx(day[served["served"]][view]["auc"], abs=1e-9)
+    assert day["served"]["next_day"]["auc"] != original["served"]["next_day"]["auc"]
+    assert _tree(home) == kept
+
+    # a config that changes training is no replay
+    with pytest.raises(SystemExit, match="student_epochs ran 1, replay 2"):
+        quality.main(["--data", "synthetic", "--replay", str(home), "--conf", json.dumps({**conf, "student_epochs": 2}),
+                      "--tmp-dir", str(tmp_path), "--no-write"])
+    assert _tree(home) == kept
