@@ -56,6 +56,7 @@ def guard_days(home: Path) -> list[str]:
 
 def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """The guard's window of validation rows on ``ds`` and every candidate's scores of them (simplest first)."""
+    from ecat_tasks.config import SERVABLE
     from ecat_tasks.guard import candidates
     from ecat_tasks.inputs import validation_window
     from ecat_tasks.models.continual import load_model
@@ -64,7 +65,8 @@ def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, d
 
     layout = Layout(home / "ecat_home")
     frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
-    scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, cfg, layout)}
+    every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
+    scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, every, layout)}
     return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores
 
 

@@ -6,8 +6,9 @@ configured baselines, the teacher of the day and the ECAT ablations -- on the *v
 users only (never trained on, on any day; their target rows of the last ``guard_window_days``
 days of the lookback window). A comparison model on a ``compare_every_days`` cadence that did
 not train today is not a candidate: it would serve a stale checkpoint; nor is one left out of
-``guard_candidates`` (fewer candidates, less winner's curse; the default is chosen by a cross-fit
-on the validation slice, ``bench/guard_rules.py``).
+``guard_candidates``: by default the baselines and the teacher, not the ablations, which still
+train and are reported (fewer candidates, less winner's curse: chosen by a cross-fit on the
+validation slice, ``bench/guard_rules.py``, bench/RESULTS.md issue 14).
 
 Candidates are taken simplest first (``CANDIDATES``: target-only, the source-using baselines, the
 teacher, the teacher fine-tuned, ECAT without one component, ECAT last); ``guard_rule`` says when

@@ -9,6 +9,7 @@ import pytest
 
 import ecat_tasks.guard as guard_module
 from conftest import DAYS
+from ecat_tasks.config import SERVABLE
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
@@ -203,9 +204,11 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     domain_reweight(ds, cfg, layout)
     student_distill(ds, cfg, layout)
     train_baselines(ds, cfg, layout)
-    assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat_no_kd", "ecat"]
-    # a model left out of guard_candidates still trains, but the guard never serves it
+    # the ablation trained, but by default the guard never serves it (guard_candidates); configured, it can be
+    assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat"]
     assert candidates(ds, cfg.replace(guard_candidates=["teacher"]), layout) == ["teacher", "ecat"]
+    cfg = cfg.replace(guard_candidates=list(SERVABLE))
+    assert candidates(ds, cfg, layout) == ["target_only", "teacher", "ecat_no_kd", "ecat"]
     teacher = model_dir(layout, "teacher", ds)
     real = guard_module.load_model
     monkeypatch.setattr(guard_module, "load_model", lambda d: real(d) if d == teacher else _Reversed(real(d)))
