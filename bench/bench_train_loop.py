@@ -177,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     base = EcatConfig()
+    batch = args.batch_size or base.batch_size
+    # both loops at one batch size: the per-phase rule (max_batch_size) would give ours a larger batch
     cfg = base.replace(torch_threads=args.threads, seed=args.seed,
-                       student_epochs=args.epochs or base.student_epochs, batch_size=args.batch_size or base.batch_size)
+                       student_epochs=args.epochs or base.student_epochs, batch_size=batch, max_batch_size=batch)
     assert cfg.kd_enabled and cfg.kd_lambda > 0 and cfg.kd_adaptive and cfg.kd_hidden and cfg.kd_logit
 
     tmp = tempfile.TemporaryDirectory(prefix="bench-train-loop-lake-")
