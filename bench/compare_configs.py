@@ -17,22 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.guard_rules import day_scores, guard_days, home_config
+from bench.quality import home_seed
 
 
 def _by_seed(homes: list[Path]) -> dict[int, Path]:
-    out = {}
-    for home in homes:
-        match = re.search(r"-s(\d+)-", home.name)
-        if match:
-            out[int(match.group(1))] = home
-    return out
+    return {home_seed(home): home for home in homes}
 
 
 def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any], conf_new: dict[str, Any],

@@ -100,7 +100,7 @@ class _Users:
         self.n_users = n_users = len(uniques)
         self.user_rows = np.bincount(self.codes, minlength=n_users).astype(np.float64)
         self.user_pos = np.bincount(self.codes, weights=(self.labels == 1).astype(np.float64), minlength=n_users)
-        self.user_neg = np.bincount(self.codes, minlength=n_users) - self.user_pos
+        self.user_neg = self.user_rows - self.user_pos
         self.valid = (self.user_pos > 0) & (self.user_neg > 0)  # users GAUC counts
         self.gauc_den = np.where(self.valid, self.user_pos + self.user_neg, 0.0)
 
