@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
+from ecat_tasks.models.daycache import DayCache, string_values
 from ecat_tasks.models.stream import Part, select_ids
 from ecat_tasks.splits import TargetSplit, split_target, train_mask
 from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
@@ -64,10 +65,29 @@ def entire_space_parts(days: list[str], cfg: EcatConfig, layout: Layout) -> list
     return [source_part(days, layout), target_train_part(days, cfg, layout)]
 
 
+SOURCE_ROWS = "source_rows"  # the day cache's kind of select_ids' positions
+
+
 def source_subset_part(ds: str, layout: Layout, sample_ids: pa.Array, weight: np.ndarray | None = None,
                        name: str = "candidates") -> Part:
-    """Source rows of ``ds`` whose sample_id is in ``sample_ids`` (weight aligned with them, default 1)."""
-    return select_ids(replace(source_part([ds], layout), name=name), sample_ids, weight)
+    """Source rows of ``ds`` whose sample_id is in ``sample_ids`` (weight aligned with them, default 1).
+
+    The positions are looked up once per day (``select_ids`` reads the day's whole id column)
+    and shared through the day cache by every task selecting the same ids with the same weights
+    from the same published source partition (its version directory and checksum are in the key).
+    """
+    part = replace(source_part([ds], layout), name=name)
+    source = part.paths[0]
+    cache = DayCache(layout, ds)
+    key = cache.key(SOURCE_ROWS, source.resolve(), read_manifest(source).get("checksum"), *string_values(sample_ids),
+                    "no weight" if weight is None else np.asarray(weight, np.float32))
+    hit = cache.get(SOURCE_ROWS, key)
+    if hit is not None:
+        return replace(part, rows=hit["rows"], row_weight=hit["row_weight"] if weight is not None else None)
+    part = select_ids(part, sample_ids, weight)
+    cache.put(SOURCE_ROWS, key, rows=part.rows,
+              row_weight=part.row_weight if part.row_weight is not None else np.zeros(0, np.float32))
+    return part
 
 
 def candidates_part(ds: str, layout: Layout) -> tuple[Part, int, float]:

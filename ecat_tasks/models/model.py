@@ -21,6 +21,7 @@ from ecat_tasks.models.data import Batchable, Encoders, Vocabulary, make_batchab
 from ecat_tasks.models.networks import RankingModel, StarModel
 from ecat_tasks.models.training import CHECKPOINT, CheckpointError, load_checkpoint, predict
 from ecat_tasks.spec import ModelFeatures
+from ecat_tasks.storage import read_manifest
 
 N_SCENARIO_BUCKETS = 32  # STAR's scenario-specific parameter slots (row 0 = unseen scenario)
 SCENARIO_KINDS = ("star", "ranking_scenario")  # networks that read the scenario index of each sample
@@ -56,6 +57,7 @@ class LoadedModel:
     scenario_vocab: Vocabulary | None
     arch: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+    checksum: str = ""  # of the checkpoint it was loaded from (verified against its manifest); "" if none
 
     def batchable(self, frame: pd.DataFrame, label: str, weight: np.ndarray | None = None, **extra: Any) -> Batchable:
         if self.scenario_vocab is not None:
@@ -102,7 +104,7 @@ def scenario_vocab_of(state: dict[str, Any]) -> Vocabulary | None:
 
 def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedModel:
     """Rebuild a trained model from its checkpoint directory, ready to score frames."""
-    state = load_checkpoint(directory)
+    state = load_checkpoint(directory)  # verified against the manifest's checksum first
     arch = state["arch"]
     enc = Encoders.from_state(state["encoders"], checkpoint_features(arch))
     model = build_network(arch, arch["vocab_sizes"], arch["n_dense"])
@@ -110,4 +112,5 @@ def load_model(directory: Path, device: torch.device | str = "cpu") -> LoadedMod
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {directory / CHECKPOINT} does not match its architecture: {exc}") from exc
-    return LoadedModel(model.to(device), enc, scenario_vocab_of(state), arch, state.get("extra", {}))
+    return LoadedModel(model.to(device), enc, scenario_vocab_of(state), arch, state.get("extra", {}),
+                       read_manifest(directory)["checksum"])

@@ -17,6 +17,7 @@ from torch import nn
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.continual import fit_day
+from ecat_tasks.models.daycache import DayCache, column_values
 from ecat_tasks.models.distill import distillation_loss
 from ecat_tasks.models.model import LoadedModel, ranking_kind
 from ecat_tasks.models.stream import Part, part_totals
@@ -26,6 +27,7 @@ from ecat_tasks.storage import Layout
 
 
 STUDENT_PROJECTION = "student_projection"
+TEACHER_TARGETS = "teacher_targets"  # the day cache's kind of the teacher's logits and hidden vectors
 
 
 def student_arch(cfg: EcatConfig) -> dict[str, Any]:
@@ -60,10 +62,17 @@ def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> lis
 class DistillHooks(TrainHooks):
     """Adaptive distillation from a frozen teacher: its logits and hidden vectors are computed
     once per slice of rows (fixed targets), a projection g maps the student's hidden space onto
-    the teacher's, and the loss is :func:`~ecat_tasks.models.distill.distillation_loss`."""
+    the teacher's, and the loss is :func:`~ecat_tasks.models.distill.distillation_loss`.
 
-    def __init__(self, teacher: LoadedModel, cfg: EcatConfig) -> None:
+    With a ``cache``, the targets of a slice are shared with the day's other students (the
+    ablations train on the same rows against the same teacher): keyed by the teacher's
+    checkpoint, device and threads and the values of every column the teacher reads, so a hit
+    is exactly what this run would compute. A teacher not loaded from a checkpoint is never cached.
+    """
+
+    def __init__(self, teacher: LoadedModel, cfg: EcatConfig, cache: DayCache | None = None) -> None:
         self.teacher, self.cfg = teacher, cfg
+        self.cache = cache if teacher.checksum else None
 
     def modules(self, model: nn.Module) -> dict[str, nn.Module]:
         # student -> teacher; a new name, so a checkpoint of the old teacher-side projection is not loaded into it
@@ -73,8 +82,22 @@ class DistillHooks(TrainHooks):
         return ["scenario"] if self.teacher.scenario_vocab is not None else []
 
     def inputs(self, model: LoadedModel, frame: pd.DataFrame) -> dict[str, torch.Tensor]:
+        key = self._key(frame) if self.cache is not None else None
+        if key is not None and (hit := self.cache.get(TEACHER_TARGETS, key)) is not None:
+            return {"t_logit": torch.from_numpy(hit["t_logit"]), "t_hidden": torch.from_numpy(hit["t_hidden"])}
         t_logit, hidden = predict_logits(self.teacher.model, self.teacher.batchable(frame, self.cfg.label))
+        if key is not None:
+            self.cache.put(TEACHER_TARGETS, key, t_logit=t_logit.numpy(), t_hidden=hidden.numpy())
         return {"t_logit": t_logit, "t_hidden": hidden}
+
+    def _key(self, frame: pd.DataFrame) -> str:
+        """What the teacher's outputs on ``frame`` depend on: its weights, where and how it runs,
+        and the columns it reads (its features and, for a scenario network, the scenario)."""
+        spec = self.teacher.encoders.spec
+        columns = [*spec.sparse_names, *spec.dense_names, *self.columns()]
+        device = next(self.teacher.model.parameters()).device
+        return DayCache.key(TEACHER_TARGETS, self.teacher.checksum, device, torch.get_num_threads(),
+                            *column_values(frame, columns))
 
     def loss(self, model: nn.Module, extras: dict[str, nn.Module]) -> LossFn:
         cfg, projection = self.cfg, extras[STUDENT_PROJECTION]
@@ -110,7 +133,7 @@ def train_student(
     use_kd = teacher is not None and cfg.kd_enabled and cfg.kd_lambda > 0
 
     recipe = Recipe({**ecat_student_arch(cfg), "kd": use_kd}, cfg.student_lr, student_phases(target_train, candidates, cfg),
-                    hooks=DistillHooks(teacher, cfg) if use_kd else TrainHooks(),
+                    hooks=DistillHooks(teacher, cfg, DayCache(layout, ds)) if use_kd else TrainHooks(),
                     embedding_init=teacher if cfg.student_init_from_teacher else None)
     return fit_day(
         name, ds, cfg, layout, recipe, holdout=validation, task=task,
