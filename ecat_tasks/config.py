@@ -59,7 +59,11 @@ class EcatConfig:
     drift_psi_fail: float = _f(3.0, "Validate fails when a dense feature's PSI exceeds this (0 switches the failure off).", minimum=0.0, maximum=100.0)
     # --- graph selection ----------------------------------------------------------------
     graph_enabled: bool = _f(True, "Coarse graph selection on; off keeps a random sample of the same cap.")
-    max_source_ratio: float = _f(20.0, "Keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
+    graph_selection: str = _f("top_k", "How the graph's scores choose the source rows: top_k keeps the max_source_ratio x target rows nearest the mini-app (weight 1); soft keeps every source row of the day within max_source_rows (coverage first) and turns the scores into weights (graph_weight_power), which multiply the domain weights.", enum=["top_k", "soft"])
+    max_source_ratio: float = _f(20.0, "top_k: keep at most this many source samples per target sample.", minimum=0.1, maximum=100.0)
+    max_source_rows: int = _f(2_000_000, "soft: compute budget, the most source rows a day's student trains on (over it, the highest-scoring rows).", minimum=1_000, maximum=1_000_000_000)
+    graph_weight_power: float = _f(0.5, "soft: a row's graph weight is (score / mean positive score) ** this, clipped to [weight_floor, weight_max] and normalised to mean 1 (an unreached row keeps the floor); 0 weighs every row 1.", minimum=0.0, maximum=4.0)
+    graph_score_norm: str = _f("share", "Graph score of a node: share (its share of its type's visits; hubs score high for being hubs) or degree (visits over the visits its weighted degree alone would draw, smoothed: nearness to the mini-app beyond popularity). A row scores the sum of its user's and item's shares, or the geometric mean of their degree ratios.", enum=["share", "degree"])
     walk_length: int = _f(6, "Steps per random walk (user-item hops).", minimum=1, maximum=64)
     walks_per_seed: int = _f(8, "Random walks started from each seed node.", minimum=1, maximum=256)
     restart_prob: float = _f(0.3, "Probability a walk restarts at its seed at each step.", minimum=0.0, maximum=0.95)

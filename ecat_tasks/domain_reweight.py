@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.inputs import graph_candidates_ids, source_subset_part, target_train_part
 from ecat_tasks.models.model import load_model
-from ecat_tasks.models.reweighting import Reweighting, effective_sample_size, reweight
+from ecat_tasks.models.reweighting import Reweighting, clip_to_mean_one, effective_sample_size, reweight
 from ecat_tasks.models.stream import LakeStream
 from ecat_tasks.models.training import select_device
 from ecat_tasks.storage import Layout, atomic_dir, clean_stale_tmp, write_manifest
@@ -38,6 +38,7 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         raise ValueError(f"graph_select kept no candidates for ds={ds}: nothing to reweight (check graph_select's log)")
     # the ids once (one array) and the scores, not the table: at 16M rows each copy of the ids is ~0.25 GB
     graph_ids, graph_score, n_graph = graph.column("sample_id").combine_chunks(), graph.column("graph_score").to_numpy(), graph.num_rows
+    graph_weight = graph.column("graph_weight").to_numpy()
     del graph
     candidates = source_subset_part(ds, layout, graph_ids)
     if cfg.reweight_enabled:
@@ -50,23 +51,29 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
     if len(rw.sample_id) < n_graph:
         raise ValueError(f"{n_graph - len(rw.sample_id)} graph candidates of ds={ds} are not in the source "
                          f"partition: re-run graph_select for this ds")
-    score = graph_score[pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()]
+    at = pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()
+    score, g_weight = graph_score[at], graph_weight[at]
+    # soft selection: the graph's weight times the domain weight, clipped and rescaled to mean 1 again
+    weight = (rw.weight if np.all(g_weight == 1.0)
+              else clip_to_mean_one(rw.weight * g_weight, cfg.weight_floor, cfg.weight_max))
     out = pa.table({
         "sample_id": rw.sample_id,
         "graph_score": score.astype(np.float64),
+        "graph_weight": g_weight.astype(np.float64),
         "domain_prob": rw.domain_prob,
-        "weight": rw.weight,
+        "weight": weight,
     })
     out = out.take(pc.sort_indices(out, sort_keys=[("sample_id", "ascending")]))
     out_dir = layout.partition("selection/weights", ds)
     clean_stale_tmp(out_dir.parent)
-    q = np.quantile(rw.weight, [0.05, 0.5, 0.95])
-    ess = effective_sample_size(rw.weight)
+    q = np.quantile(weight, [0.05, 0.5, 0.95])
+    ess = effective_sample_size(weight)
     secs = time.perf_counter() - t0
     stats = {
-        "candidates": int(len(rw.weight)), "discriminator_auc": rw.discriminator_auc, "alpha": rw.alpha,
+        "candidates": int(len(weight)), "discriminator_auc": rw.discriminator_auc, "alpha": rw.alpha,
         "weight_q05": float(q[0]), "weight_median": float(q[1]), "weight_q95": float(q[2]),
-        "ess": ess, "ess_share": ess / max(len(rw.weight), 1), "floor_share": rw.floor_share(cfg.weight_floor),
+        "ess": ess, "ess_share": ess / max(len(weight), 1), "floor_share": rw.floor_share(cfg.weight_floor),
+        "graph_weighted": bool(not np.all(g_weight == 1.0)),
         "fit_rows": rw.fit_rows, "losses": rw.losses, "enabled": cfg.reweight_enabled, "uniform_fallback": rw.uniform,
         "seconds": round(secs, 2),
     }

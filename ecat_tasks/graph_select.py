@@ -20,14 +20,21 @@ and item lie close to the target in the user-item graph of the lookback window:
    ``CATEGORY_HOP`` of its moves, and from a category to one of its items in proportion to
    the item's interaction weight: two target items of one category are close even if no
    user links them yet.
-3. **Score.** ``graph_score(u, i) = visits(u) / total user visits + visits(i) / total item
-   visits``: the visit shares of the sample's user and item, each within its node type (so
-   neither type dominates merely by having fewer nodes). A sample whose user and item were
-   never reached scores 0 and is never selected.
-4. **Select.** Keep the top-scoring source samples of ``ds``, at most
-   ``floor(max_source_ratio * target rows of ds)``; ties break by ``sample_id``.
-   With ``graph_enabled`` off (the "no graph" ablation) a seeded random sample of the
-   same cap is kept instead, with ``graph_score`` NaN.
+3. **Score.** With ``graph_score_norm = "share"``, ``graph_score(u, i) = visits(u) / total
+   user visits + visits(i) / total item visits``: the visit shares of the sample's user and
+   item, each within its node type (so neither type dominates merely by having fewer nodes);
+   a sample whose user and item were never reached scores 0. With ``"degree"``, each node's
+   visits are divided by the visits its weighted degree alone would draw (its share of its
+   type's edge weight), smoothed by one visit, and a sample scores the geometric mean of its
+   user's and item's ratios: a hub visited only as often as its degree predicts scores 1, a
+   node the walks favour beyond its popularity scores more.
+4. **Select.** ``graph_selection = "top_k"``: keep the top-scoring source samples of ``ds``
+   with a positive score, at most ``floor(max_source_ratio * target rows of ds)``, each of
+   weight 1. ``"soft"``: coverage first, every source row of ``ds`` is a candidate (at most
+   ``max_source_rows``, a compute budget: over it, the top-scoring rows), weighted by
+   :func:`graph_weights`; domain_reweight multiplies these weights into its own. Ties break
+   by ``sample_id``. With ``graph_enabled`` off (the "no graph" ablation) a seeded random
+   sample of the same cap is kept instead, with ``graph_score`` NaN and weight 1.
 
 Why not ``dgl.sampling.random_walk(prob='weight')`` for the walks: in DGL 1.1.3 a weighted
 step copies the whole neighbour probability vector of the current node, O(degree) per
@@ -36,8 +43,8 @@ minutes. The default engine (``"cdf"``) samples the same transition law by inver
 over DGL's own CSR (one vectorised ``searchsorted`` per step, O(log E)). ``engine="dgl"``
 keeps DGL's sampler for cross-checks; the tests check that both give the same visits.
 
-Output: ``selection/graph/ds=<ds>/candidates.parquet`` with (sample_id, graph_score),
-sorted by score descending then sample_id, plus ``_manifest.json``.
+Output: ``selection/graph/ds=<ds>/candidates.parquet`` with (sample_id, graph_score,
+graph_weight), sorted by score descending then sample_id, plus ``_manifest.json``.
 """
 
 from __future__ import annotations
@@ -95,6 +102,7 @@ class InteractionGraph:
     ids: dict[str, np.ndarray]
     interactions: int
     seconds: float
+    strength: dict[str, np.ndarray] = field(default_factory=dict)  # summed edge weight of each user / item
 
     def num_nodes(self) -> dict[str, int]:
         return {nt: int(self.g.num_nodes(nt)) for nt in NTYPES}
@@ -181,6 +189,7 @@ def build_graph(interactions: pd.DataFrame | pa.Table, cfg: EcatConfig) -> Inter
     return InteractionGraph(
         g=g, ids={"user": user_ids, "item": item_ids, "category": cat_ids},
         interactions=n_rows, seconds=time.perf_counter() - t0,
+        strength={"user": np.bincount(pu, weights=pair_w, minlength=n_u), "item": item_strength},
     )
 
 
@@ -361,10 +370,53 @@ def visit_scores(
     )
 
 
-def score_samples(graph: InteractionGraph, visits: Visits, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-    """graph_score = user's share of user visits + item's share of item visits (0 if absent)."""
-    return _share_of(user_ids, graph.ids["user"], visits.shares["user"]) + _share_of(
-        item_ids, graph.ids["item"], visits.shares["item"])
+def score_samples(graph: InteractionGraph, visits: Visits, user_ids: np.ndarray, item_ids: np.ndarray,
+                  norm: str = "share") -> np.ndarray:
+    """A sample's graph score from its user's and item's visits (0 for an id not in the graph).
+
+    ``share``: the user's share of user visits plus the item's share of item visits.
+    ``degree``: the geometric mean of the two nodes' :func:`degree_ratios`.
+    """
+    if norm == "share":
+        return _share_of(user_ids, graph.ids["user"], visits.shares["user"]) + _share_of(
+            item_ids, graph.ids["item"], visits.shares["item"])
+    if norm == "degree":
+        return np.sqrt(_share_of(user_ids, graph.ids["user"], degree_ratios(graph, visits, "user"))
+                       * _share_of(item_ids, graph.ids["item"], degree_ratios(graph, visits, "item")))
+    raise ValueError(f"unknown graph_score_norm {norm!r}; use 'share' or 'degree'")
+
+
+def degree_ratios(graph: InteractionGraph, visits: Visits, ntype: str) -> np.ndarray:
+    """(visits + 1) / (expected + 1) per node, expected = the type's visits x the node's share of its edge weight.
+
+    A walk over the whole graph visits a node in proportion to its weighted degree, so a hub is
+    visited often whatever the seeds; this ratio says how much more the mini-app's walks visit
+    it than its degree predicts. The one-visit smoothing keeps a rarely seen node from a large
+    ratio on a single visit.
+    """
+    counts = visits.counts[ntype].astype(np.float64)
+    strength = graph.strength[ntype]
+    expected = counts.sum() * strength / max(float(strength.sum()), 1e-300)
+    return (counts + 1.0) / (expected + 1.0)
+
+
+def graph_weights(score: np.ndarray, power: float, w_floor: float, w_max: float) -> np.ndarray:
+    """Soft selection: (score / mean positive score) ** power, clipped to [w_floor, w_max], mean 1.
+
+    A row the walks never reached (score 0) keeps the floor: it stays a candidate, only less
+    weighted. ``power`` 0 weighs every row 1.
+    """
+    from ecat_tasks.models.reweighting import clip_to_mean_one
+
+    score = np.asarray(score, np.float64)
+    if not len(score):
+        return np.ones(0)
+    if power == 0:
+        return np.ones(len(score))
+    pos = score > 0
+    base = float(score[pos].mean()) if pos.any() else 1.0
+    raw = np.where(pos, (np.where(pos, score, base) / base) ** power, 0.0)
+    return clip_to_mean_one(raw, w_floor, w_max)
 
 
 def _share_of(raw: np.ndarray, ids: np.ndarray, share: np.ndarray) -> np.ndarray:
@@ -376,14 +428,15 @@ def _share_of(raw: np.ndarray, ids: np.ndarray, share: np.ndarray) -> np.ndarray
 
 
 # --- selection --------------------------------------------------------------------------
-def select_top(scores: pd.DataFrame, cap: int) -> pd.DataFrame:
-    """The ``cap`` highest-scoring rows with a positive score, ties broken by sample_id.
+def select_top(scores: pd.DataFrame, cap: int, positive_only: bool = True) -> pd.DataFrame:
+    """The ``cap`` highest-scoring rows (with a positive score unless not ``positive_only``),
+    ties broken by sample_id.
 
     Only the rows at or above the cap-th score are sorted, so this stays cheap when the
     source day has millions of rows.
     """
     s = scores["graph_score"].to_numpy(dtype=np.float64)
-    pos = np.flatnonzero(s > 0)
+    pos = np.flatnonzero(s > 0) if positive_only else np.arange(len(s))
     if cap <= 0 or not len(pos):
         return scores.iloc[0:0][["sample_id", "graph_score"]].reset_index(drop=True)
     if len(pos) > cap:
@@ -408,6 +461,12 @@ def random_sample(sample_ids: np.ndarray, cap: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"sample_id": ids.to_numpy()[order].astype(str), "graph_score": np.full(len(order), np.nan)})
 
 
+def _weight_summary(weight: np.ndarray, w_floor: float) -> dict[str, Any]:
+    q = np.quantile(weight, [0.05, 0.5, 0.95]) if len(weight) else np.ones(3)
+    at_floor = float(np.mean(weight <= w_floor * (1 + 1e-9))) if len(weight) else 0.0
+    return {"quantiles": [round(float(v), 4) for v in q], "floor_share": round(at_floor, 6)}
+
+
 # --- task -------------------------------------------------------------------------------
 def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     """Task entry point: score and select the source samples of ``ds``; returns a small manifest."""
@@ -422,7 +481,8 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     graph_columns = [c for c in GRAPH_COLUMNS if c not in KNOWN_LABELS or c in labels]
     target_rows = lake_rows(tgt_path)
     source_rows = lake_rows(src_path)
-    cap = int(math.floor(cfg.max_source_ratio * target_rows))
+    soft = cfg.graph_selection == "soft"
+    cap = min(source_rows, cfg.max_source_rows) if soft else int(math.floor(cfg.max_source_ratio * target_rows))
     info: dict[str, Any] = {"window_days": {}, "seeds": {}, "nodes": {}, "edges": {}, "reached": {}, "walks": 0}
 
     if cfg.graph_enabled:
@@ -447,9 +507,10 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
         source = lake_table(src_path, ["sample_id", "user_id", "item_id"])
         scores = pd.DataFrame({  # Arrow-backed strings: 16M Python str objects would be ~1 GB
             "sample_id": source.column("sample_id").to_pandas(),
-            "graph_score": score_samples(graph, visits, source.column("user_id").to_numpy(), source.column("item_id").to_numpy()),
+            "graph_score": score_samples(graph, visits, source.column("user_id").to_numpy(),
+                                         source.column("item_id").to_numpy(), cfg.graph_score_norm),
         })
-        selected = select_top(scores, cap)
+        selected = select_top(scores, cap, positive_only=not soft)
         timings["select"] = time.perf_counter() - t1
         info.update(
             window_days={"source": src_days, "target": tgt_days}, seeds=visits.seeds,
@@ -469,11 +530,16 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
 
     kept = len(selected)
     ratio = kept / source_rows if source_rows else 0.0
+    score = selected["graph_score"].to_numpy(np.float64)
+    weight = (graph_weights(score, cfg.graph_weight_power, cfg.weight_floor, cfg.weight_max)
+              if soft and cfg.graph_enabled else np.ones(kept))
+    info["graph_weight"] = _weight_summary(weight, cfg.weight_floor)
     out = layout.partition(AREA, ds)
     t2 = time.perf_counter()
     with atomic_dir(out) as tmp:
         table = pa.table({"sample_id": pa.array(selected["sample_id"], pa.string()),
-                          "graph_score": pa.array(selected["graph_score"].to_numpy(np.float64), pa.float64())})
+                          "graph_score": pa.array(score, pa.float64()),
+                          "graph_weight": pa.array(weight, pa.float64())})
         pq.write_table(table, tmp / OUTPUT_FILE)
         timings["write"] = time.perf_counter() - t2
         timings["total"] = time.perf_counter() - t0
@@ -482,9 +548,11 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
             rows=kept, cap=cap, source_rows=source_rows, target_rows=target_rows,
             selection_ratio=round(ratio, 6), graph_enabled=cfg.graph_enabled,
             inputs={"source": str(src_path), "target": str(tgt_path)},
-            columns=["sample_id", "graph_score"],
+            columns=["sample_id", "graph_score", "graph_weight"],
             parameters={
-                "max_source_ratio": cfg.max_source_ratio, "walk_length": cfg.walk_length,
+                "graph_selection": cfg.graph_selection, "max_source_ratio": cfg.max_source_ratio,
+                "max_source_rows": cfg.max_source_rows, "graph_weight_power": cfg.graph_weight_power,
+                "graph_score_norm": cfg.graph_score_norm, "walk_length": cfg.walk_length,
                 "walks_per_seed": cfg.walks_per_seed, "restart_prob": cfg.restart_prob,
                 "edge_weight_impression": cfg.edge_weight_impression, "edge_weight_click": cfg.edge_weight_click,
                 "edge_weight_conversion": cfg.edge_weight_conversion, "lookback_days": cfg.lookback_days,
@@ -500,22 +568,25 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
         log.info(
             "graph_select ds=%s: graph users=%d items=%d categories=%d, edges user-item=%d item-category=%d "
             "(x2 directions) from %d interactions over %d day(s); seeds users=%d items=%d, %d walks; "
-            "reached %.1f%% of nodes (users %.1f%%, items %.1f%%); kept %d of %d source rows (%.2f%%, cap %d = %.1f x %d target rows) "
-            "-> %s; build %.2fs, walk %.2fs, total %.1fs",
+            "reached %.1f%% of nodes (users %.1f%%, items %.1f%%); kept %d of %d source rows (%.2f%%, %s); "
+            "graph weights q05/median/q95 %.2f/%.2f/%.2f, at floor %.1f%% -> %s; build %.2fs, walk %.2fs, total %.1fs",
             ds, n["user"], n["item"], n["category"], e["interacts"], e["belongs_to"], info["interactions"],
             len(info["window_days"]["source"]), info["seeds"]["user"], info["seeds"]["item"], info["walks"],
-            100 * r["all"], 100 * r["user"], 100 * r["item"], kept, source_rows, 100 * ratio, cap,
-            cfg.max_source_ratio, target_rows, out, timings["build"], timings["walk"], secs,
+            100 * r["all"], 100 * r["user"], 100 * r["item"], kept, source_rows, 100 * ratio,
+            (f"soft, budget {cfg.max_source_rows} rows, {cfg.graph_score_norm} scores ** {cfg.graph_weight_power}" if soft
+             else f"top_k, cap {cap} = {cfg.max_source_ratio:.1f} x {target_rows} target rows"),
+            *info["graph_weight"]["quantiles"], 100 * info["graph_weight"]["floor_share"],
+            out, timings["build"], timings["walk"], secs,
         )
     else:
         log.info("graph_select ds=%s: no-graph ablation kept %d of %d source rows (%.2f%%, cap %d) -> %s in %.1fs",
                  ds, kept, source_rows, 100 * ratio, cap, out, secs)
-    if source_rows and not (RATIO_WARN_LOW <= ratio <= RATIO_WARN_HIGH):
+    if source_rows and not (RATIO_WARN_LOW <= ratio <= (1.0 if soft else RATIO_WARN_HIGH)):
         log.warning(
             "graph_select ds=%s: selection ratio %.4f (kept %d of %d source rows) is outside [%.3f, %.1f]: "
             "check the target size (%d rows), max_source_ratio=%.2f and the graph's reach (%d of them scored 0)",
             ds, ratio, kept, source_rows, RATIO_WARN_LOW, RATIO_WARN_HIGH, target_rows, cfg.max_source_ratio,
             info.get("zero_score_rows", 0),
         )
-    return {"ds": ds, "path": str(out), "kept": kept, "cap": cap, "source_rows": source_rows,
+    return {"ds": ds, "path": str(out), "kept": kept, "cap": cap, "source_rows": source_rows, "soft": soft,
             "target_rows": target_rows, "selection_ratio": round(ratio, 6), "seconds": round(secs, 2)}

@@ -101,8 +101,16 @@ def candidates_part(ds: str, layout: Layout) -> tuple[Part, int, float]:
 
 
 def graph_candidates_ids(ds: str, layout: Layout) -> pa.Table:
-    """(sample_id, graph_score) of graph_select's candidates for ``ds``."""
-    return pq.read_table(layout.require(layout.partition("selection/graph", ds)), columns=["sample_id", "graph_score"])
+    """(sample_id, graph_score, graph_weight) of graph_select's candidates for ``ds``.
+
+    A partition written before soft selection has no graph_weight: its candidates weigh 1.
+    """
+    path = layout.require(layout.partition("selection/graph", ds))
+    names = pq.ParquetDataset(path).schema.names
+    table = pq.read_table(path, columns=[c for c in ("sample_id", "graph_score", "graph_weight") if c in names])
+    if "graph_weight" not in names:
+        table = table.append_column("graph_weight", pa.array(np.ones(table.num_rows)))
+    return table
 
 
 def source_sample_ids(ds: str, layout: Layout) -> pa.ChunkedArray:

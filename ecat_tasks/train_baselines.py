@@ -17,7 +17,7 @@ Baselines (student-sized unless noted), each a continual chain of its own unless
 - star: a STAR-style multi-scenario model on the whole entire space with the scenario as
   input (shared plus scenario-specific weights); the platform's default choice.
 Ablations of ECAT (same student, one component off): no_graph (random candidates of the
-same cap, reweighted), no_weights (graph candidates, weight 1), no_kd, fixed_kd,
+same cap, reweighted), no_weights (graph candidates, no domain weights), no_kd, fixed_kd,
 no_teacher_init (student embeddings not initialised from the teacher's), no_scenario (the
 student without the scenario field).
 """
@@ -138,9 +138,11 @@ def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
         rand = source_subset_part(ds, layout, _random_ids(source_ids, len(graph_ids), cfg.seed), name="random")
         rw = reweight(target_train, rand, cfg, teacher)
         candidates = source_subset_part(ds, layout, rw.sample_id.combine_chunks(), rw.weight, name="random_weighted")
-    elif model == "no_weights":  # graph candidates, weight 1
-        graph_ids = graph_candidates_ids(ds, layout).column("sample_id").combine_chunks()
-        candidates = source_subset_part(ds, layout, graph_ids, name="graph_unweighted")
+    elif model == "no_weights":  # graph candidates without domain weights (the graph's own: 1 unless soft)
+        graph = graph_candidates_ids(ds, layout)
+        g_weight = graph.column("graph_weight").to_numpy().astype(np.float32)
+        candidates = source_subset_part(ds, layout, graph.column("sample_id").combine_chunks(),
+                                        None if np.all(g_weight == 1.0) else g_weight, name="graph_unweighted")
     else:
         candidates, _, _ = candidates_part(ds, layout)
         overrides = {"no_kd": {"kd_enabled": False}, "fixed_kd": {"kd_adaptive": False},

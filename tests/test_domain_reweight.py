@@ -148,7 +148,7 @@ def test_task_writes_weights_partition(layout):
     part = layout.partition("selection/weights", DAYS[1])
     table = pq.read_table(part).to_pandas()
     graph = pq.read_table(layout.partition("selection/graph", DAYS[1])).to_pandas()
-    assert list(table.columns) == ["sample_id", "graph_score", "domain_prob", "weight"]
+    assert list(table.columns) == ["sample_id", "graph_score", "graph_weight", "domain_prob", "weight"]
     assert len(table) == len(graph) == m["candidates"] == read_manifest(part)["rows"]  # nothing dropped
     assert table["weight"].mean() == pytest.approx(1.0, abs=0.02) and (table["weight"] >= CFG.weight_floor).all()
     manifest = read_manifest(part)
@@ -169,6 +169,30 @@ def test_reweighting_switched_off_keeps_every_candidate_at_weight_one(layout):
     assert (table["weight"] == 1.0).all() and table["domain_prob"].isna().all()
     manifest = read_manifest(part)
     assert manifest["enabled"] is False and manifest["uniform_fallback"] is False
+
+
+def test_soft_selection_weights_multiply_into_the_domain_weights(layout):
+    from ecat_tasks.graph_select import graph_select
+    from ecat_tasks.models.reweighting import clip_to_mean_one
+
+    cfg = CFG.replace(graph_selection="soft", graph_weight_power=1.0)
+    graph_select(DAYS[1], cfg, layout)
+    graph = pq.read_table(layout.partition("selection/graph", DAYS[1])).to_pandas().set_index("sample_id")
+    assert graph["graph_weight"].std() > 0
+    domain_reweight(DAYS[1], cfg.replace(reweight_enabled=False), layout)  # domain weights 1: the graph's alone
+    alone = pq.read_table(layout.partition("selection/weights", DAYS[1])).to_pandas().set_index("sample_id")
+    assert np.allclose(alone["weight"], graph.loc[alone.index, "graph_weight"])
+
+    teacher_refresh(DAYS[1], cfg, layout)
+    domain_reweight(DAYS[1], cfg, layout)
+    both = pq.read_table(layout.partition("selection/weights", DAYS[1])).to_pandas().set_index("sample_id")
+    uniform = cfg.replace(graph_weight_power=0.0)  # the same candidates, graph weights 1: the domain weights alone
+    graph_select(DAYS[1], uniform, layout)
+    domain_reweight(DAYS[1], uniform, layout)
+    domain = pq.read_table(layout.partition("selection/weights", DAYS[1])).to_pandas().set_index("sample_id")
+    expected = clip_to_mean_one(domain.loc[both.index, "weight"].to_numpy() * both["graph_weight"].to_numpy(),
+                                cfg.weight_floor, cfg.weight_max)
+    assert np.allclose(both["weight"], expected) and both["weight"].mean() == pytest.approx(1.0)
 
 
 def test_the_scenario_alone_does_not_tell_the_domains_apart(layout, teacher):

@@ -18,8 +18,11 @@ import pytest
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.graph_select import (
     OUTPUT_FILE,
+    Visits,
     build_graph,
+    degree_ratios,
     graph_select,
+    graph_weights,
     random_sample,
     score_samples,
     select_top,
@@ -207,8 +210,8 @@ def test_selects_similar_scenario_over_conflicting(lake: Layout, caplog: pytest.
     kept = pq.read_table(path / OUTPUT_FILE).to_pandas()
     target_rows = pq.read_metadata(lake.lake("target", DS) / "part-00000.parquet").num_rows
     assert m["kept"] == len(kept) == manifest["rows"] <= manifest["cap"] == int(cfg.max_source_ratio * target_rows)
-    assert list(kept.columns) == ["sample_id", "graph_score"]
-    assert (kept["graph_score"] > 0).all() and kept["sample_id"].is_unique
+    assert list(kept.columns) == ["sample_id", "graph_score", "graph_weight"]
+    assert (kept["graph_score"] > 0).all() and kept["sample_id"].is_unique and (kept["graph_weight"] == 1.0).all()
     assert manifest["task"] == "graph_select" and manifest["window_days"]["source"] == ["2026-03-01", "2026-03-02", DS]
     assert manifest["nodes"]["category"] == 40 and manifest["seeds"]["user"] > 0
 
@@ -252,3 +255,47 @@ def test_held_out_target_rows_never_seed_the_walks(lake: Layout) -> None:
     target = pd.concat([pq.read_table(lake.lake("target", d)).to_pandas() for d in days], ignore_index=True)
     train, validation, held = split_target(target, cfg)
     assert len(held) and len(validation) and manifest["seeds"]["user"] == train["user_id"].nunique()
+
+
+# --- soft selection -----------------------------------------------------------------------
+def test_graph_weights_keep_unreached_rows_at_the_floor_and_average_one() -> None:
+    score = np.array([0.0, 0.0, 1.0, 2.0, 4.0, 8.0])
+    w = graph_weights(score, power=0.5, w_floor=0.1, w_max=5.0)
+    assert w.mean() == pytest.approx(1.0) and (w >= 0.1 - 1e-12).all() and (w <= 5.0 + 1e-12).all()
+    assert w[0] == w[1] == w.min() >= 0.1  # never reached: a candidate all the same, at the (rescaled) floor
+    assert np.all(np.diff(w[2:]) > 0)  # nearer the mini-app, more weight
+    assert (graph_weights(score, power=0.0, w_floor=0.1, w_max=5.0) == 1.0).all()  # power 0: every row 1
+
+
+def test_degree_ratio_does_not_reward_a_hub_for_its_degree() -> None:
+    """A hub visited exactly as often as its weighted degree predicts scores 1; a node the walks
+    favour beyond its degree scores more, though it has fewer visits than the hub."""
+    graph = build_graph(frame([(1, 10, 100), (2, 10, 100), (3, 10, 100), (3, 11, 100), (4, 12, 100)]), EcatConfig())
+    strength = graph.strength["item"]  # item 10: 3 edges, 11 and 12: one each
+    counts = {"user": np.zeros(4, np.int64), "item": np.array([30, 15, 5]), "category": np.zeros(1, np.int64)}
+    visits = Visits(counts=counts, shares={}, seeds={}, walks=0, walks_per_seed=0, seconds=0.0, engine="cdf")
+    ratio = degree_ratios(graph, visits, "item")
+    assert strength[0] == 3 * strength[1]
+    assert ratio[0] == pytest.approx(1.0)  # 30 visits of 50 with 3/5 of the weight: 30 expected
+    assert ratio[1] == pytest.approx(16 / 11) and ratio[1] > ratio[0] > ratio[2]  # 15 visits where 10 expected
+
+
+def test_soft_selection_keeps_every_source_row_weighted_towards_the_target(lake: Layout) -> None:
+    cfg = EcatConfig(graph_selection="soft", graph_weight_power=1.0)
+    m = graph_select(DS, cfg, lake)
+    kept = pq.read_table(Path(m["path"]) / OUTPUT_FILE).to_pandas()
+    source = pq.read_table(lake.lake("source", DS) / "part-00000.parquet", columns=["sample_id", "scenario"]).to_pandas()
+    assert m["soft"] and m["kept"] == len(kept) == len(source) == m["source_rows"]  # coverage: none dropped
+    assert kept["graph_weight"].mean() == pytest.approx(1.0, abs=1e-6)
+    assert kept["graph_weight"].min() >= cfg.weight_floor - 1e-12 and kept["graph_weight"].max() <= cfg.weight_max + 1e-12
+    assert (kept.loc[kept["graph_score"] <= 0, "graph_weight"] == kept["graph_weight"].min()).all()
+
+    from ecat_tasks.synthetic import scenario_kinds
+
+    kind = source.set_index("sample_id")["scenario"].map(scenario_kinds())
+    weight_by_kind = kept.assign(kind=kind.reindex(kept["sample_id"]).to_numpy()).groupby("kind")["graph_weight"].mean()
+    assert weight_by_kind["similar"] > weight_by_kind["conflict"], weight_by_kind
+
+    budget = graph_select(DS, cfg.replace(max_source_rows=5_000), lake)  # a compute budget: the top-scoring rows
+    top = pq.read_table(Path(budget["path"]) / OUTPUT_FILE).to_pandas()
+    assert len(top) == 5_000 and top["graph_score"].min() >= np.sort(kept["graph_score"].to_numpy())[-5_000]

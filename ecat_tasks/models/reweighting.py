@@ -204,12 +204,18 @@ def tempered_weights(ratio: np.ndarray, min_ess: float, w_floor: float, w_max: f
             lo, hi = (mid, hi) if ok(mid) else (lo, mid)
         alpha = lo
     w = raw(alpha)
-    for g in groups:  # clip, then rescale to mean 1; a few rounds settle both bounds
-        for _ in range(20):
-            w[g] = np.clip(w[g], w_floor, w_max)
-            w[g] = w[g] / max(w[g].mean(), 1e-300)
-        w[g] = np.clip(w[g], w_floor, w_max)
+    for g in groups:
+        w[g] = clip_to_mean_one(w[g], w_floor, w_max)
     return w, alpha
+
+
+def clip_to_mean_one(w: np.ndarray, w_floor: float, w_max: float) -> np.ndarray:
+    """``w`` clipped to [w_floor, w_max] and rescaled to mean 1: a few rounds settle both bounds."""
+    w = np.asarray(w, np.float64).copy()
+    for _ in range(20):
+        w = np.clip(w, w_floor, w_max)
+        w = w / max(w.mean(), 1e-300)
+    return np.clip(w, w_floor, w_max)
 
 
 # --- the streamed method ------------------------------------------------------------------
