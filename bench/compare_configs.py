@@ -31,7 +31,9 @@ def _by_seed(homes: list[Path]) -> dict[int, Path]:
 
 
 def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any], conf_new: dict[str, Any],
-            models: list[str], n_resamples: int) -> dict[str, Any]:
+            models: list[str], n_resamples: int, against: list[str] = ()) -> dict[str, Any]:
+    """Per model, new against old; and the new homes' first model against each of ``against`` in the
+    old homes (a configuration that trains one model, judged against the others the old homes trained)."""
     from ecat_tasks.metrics import auc, logloss, pooled_bootstrap_lift
 
     olds, news = _by_seed(old), _by_seed(new)
@@ -39,6 +41,7 @@ def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any
     if not seeds:
         raise SystemExit("no seed has a home in both --old and --new")
     days: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in models}
+    versus: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = {m: [] for m in against}
     per_day = []
     for seed in seeds:
         cfg_old = home_config(olds[seed], data, conf_old)
@@ -49,6 +52,8 @@ def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any
             if not (np.array_equal(users, users_n) and np.array_equal(labels, labels_n)):
                 raise SystemExit(f"seed {seed} ds={ds}: the two homes' validation rows differ; not comparable")
             row = {"seed": seed, "ds": ds, "rows": len(labels)}
+            for m in against:
+                versus[m].append((users, labels, s_new[models[0]], s_old[m]))
             for m in models:
                 days[m].append((users, labels, s_new[m], s_old[m]))
                 row[m] = {"old_auc": auc(labels, s_old[m]), "new_auc": auc(labels, s_new[m]),
@@ -60,7 +65,9 @@ def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any
         summary[m] = {k: float(np.mean([d[m][k] for d in per_day])) for k in ("old_auc", "new_auc", "old_logloss", "new_logloss")}
         summary[m]["auc_lift"] = lift["auc"]
         summary[m]["logloss_lift"] = lift["logloss"]
-    return {"seeds": seeds, "per_day": per_day, "summary": summary}
+    vs = {m: {k: pooled_bootstrap_lift(versus[m], n_resamples=n_resamples, seed=0)[k] for k in ("auc", "logloss")}
+          for m in against}
+    return {"seeds": seeds, "per_day": per_day, "summary": summary, "versus": vs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,11 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conf-old", default="{}", help="the --conf the old homes ran with (JSON)")
     p.add_argument("--conf-new", default="{}", help="the --conf the new homes ran with (JSON)")
     p.add_argument("--models", nargs="+", default=["teacher", "ecat"])
+    p.add_argument("--against", nargs="+", default=[],
+                   help="also: the new homes' first --models model against these models of the old homes")
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     result = compare(args.old, args.new, args.data, json.loads(args.conf_old), json.loads(args.conf_new),
-                     args.models, args.n_resamples)
+                     args.models, args.n_resamples, args.against)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float))
     print(f"{args.data}: seeds {result['seeds']}, {len(result['per_day'])} (seed, day) pairs of validation windows")
@@ -85,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
         a, ll = s["auc_lift"], s["logloss_lift"]
         print(f"| {m} | {s['old_auc']:.4f} -> {s['new_auc']:.4f} | {a['lift']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}] | "
               f"{s['old_logloss']:.4f} -> {s['new_logloss']:.4f} | {ll['lift']:+.4f} [{ll['lo']:+.4f}, {ll['hi']:+.4f}] |")
+
+    if result["versus"]:
+        print(f"\n| new {args.models[0]} vs old | AUC lift [95%] | logloss lift (old - new) [95%] |\n|---|---|---|")
+        for m, v in result["versus"].items():
+            a, ll = v["auc"], v["logloss"]
+            print(f"| {m} | {a['lift']:+.4f} [{a['lo']:+.4f}, {a['hi']:+.4f}] | {ll['lift']:+.4f} [{ll['lo']:+.4f}, {ll['hi']:+.4f}] |")
 
 
 if __name__ == "__main__":
