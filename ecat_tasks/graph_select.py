@@ -31,7 +31,7 @@ and item lie close to the target in the user-item graph of the lookback window:
 4. **Select.** ``graph_selection = "top_k"``: keep the top-scoring source samples of ``ds``
    with a positive score, at most ``floor(max_source_ratio * target rows of ds)``, each of
    weight 1. ``"soft"``: coverage first, every source row of ``ds`` is a candidate (at most
-   ``max_source_rows``, a compute budget: over it, the top-scoring rows), weighted by
+   ``max_source_rows``, a compute budget: over it, a seeded random sample of that many), weighted by
    :func:`graph_weights`; domain_reweight multiplies these weights into its own. Ties break
    by ``sample_id``. With ``graph_enabled`` off (the "no graph" ablation) a seeded random
    sample of the same cap is kept instead, with ``graph_score`` NaN and weight 1.
@@ -456,9 +456,22 @@ def random_sample(sample_ids: np.ndarray, cap: int, seed: int) -> pd.DataFrame:
     the order the rows were read in.
     """
     ids = pd.Series(sample_ids, dtype=object)
-    h = pd.util.hash_pandas_object(ids, index=False, hash_key=f"{seed:016d}"[-16:]).to_numpy()
-    order = np.argsort(h, kind="stable")[: max(cap, 0)]
+    order = _random_rows(ids, cap, seed)
     return pd.DataFrame({"sample_id": ids.to_numpy()[order].astype(str), "graph_score": np.full(len(order), np.nan)})
+
+
+def _random_rows(ids: pd.Series | pa.ChunkedArray, cap: int, seed: int, chunk: int = 1_000_000) -> np.ndarray:
+    """Positions of ``cap`` rows ranked by a seeded hash of their sample_id (independent of row order).
+
+    Hashed a chunk at a time: Python strings are made for one chunk only, not the day's ids.
+    """
+    key = f"{seed:016d}"[-16:]
+    hashes = [np.zeros(0, np.uint64)]
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        values = part.to_numpy(zero_copy_only=False) if isinstance(part, pa.ChunkedArray) else part.to_numpy()
+        hashes.append(pd.util.hash_array(np.asarray(values, dtype=object), hash_key=key))
+    return np.argsort(np.concatenate(hashes), kind="stable")[: max(cap, 0)]
 
 
 def _weight_summary(weight: np.ndarray, w_floor: float) -> dict[str, Any]:
@@ -510,6 +523,10 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
             "graph_score": score_samples(graph, visits, source.column("user_id").to_numpy(),
                                          source.column("item_id").to_numpy(), cfg.graph_score_norm),
         })
+        if soft and len(scores) > cap:
+            # over the budget: a seeded random sample of it, each row keeping its graph weight (an
+            # unbiased subsample of the weighted objective; a top-k by score is what held ECAT back)
+            scores = scores.iloc[np.sort(_random_rows(source.column("sample_id"), cap, cfg.seed))]
         selected = select_top(scores, cap, positive_only=not soft)
         timings["select"] = time.perf_counter() - t1
         info.update(

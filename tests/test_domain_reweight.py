@@ -160,7 +160,7 @@ def test_task_writes_weights_partition(layout):
 def test_reweighting_switched_off_keeps_every_candidate_at_weight_one(layout):
     from ecat_tasks.graph_select import graph_select
 
-    cfg = CFG.replace(reweight_enabled=False)
+    cfg = CFG.replace(reweight_enabled=False, graph_selection="top_k")  # soft selection's graph weights: below
     graph_select(DAYS[1], cfg, layout)
     m = domain_reweight(DAYS[1], cfg, layout)  # needs no teacher
     part = layout.partition("selection/weights", DAYS[1])

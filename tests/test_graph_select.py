@@ -202,7 +202,7 @@ def _share_by_kind(layout: Layout, path: Path) -> dict[str, float]:
 
 
 def test_selects_similar_scenario_over_conflicting(lake: Layout, caplog: pytest.LogCaptureFixture) -> None:
-    cfg = EcatConfig(max_source_ratio=3.0)  # a cap that forces a choice (the default keeps most of the source)
+    cfg = EcatConfig(graph_selection="top_k", graph_score_norm="share", max_source_ratio=3.0)  # a cap that forces a choice
     with caplog.at_level(logging.INFO, logger="ecat_tasks.graph_select"):
         m = graph_select(DS, cfg, lake)
     path = Path(m["path"])
@@ -229,7 +229,7 @@ def test_selects_similar_scenario_over_conflicting(lake: Layout, caplog: pytest.
 
 def test_graph_off_keeps_random_sample_of_same_cap(lake: Layout, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="ecat_tasks.graph_select"):
-        m = graph_select(DS, EcatConfig(graph_enabled=False), lake)
+        m = graph_select(DS, EcatConfig(graph_enabled=False, graph_selection="top_k"), lake)
     kept = pq.read_table(Path(m["path"]) / OUTPUT_FILE).to_pandas()
     assert len(kept) == m["cap"] and kept["graph_score"].isna().all()
     assert any("ablation" in r.getMessage() for r in caplog.records)
@@ -239,7 +239,7 @@ def test_graph_off_keeps_random_sample_of_same_cap(lake: Layout, caplog: pytest.
 
 def test_extreme_ratio_warns(lake: Layout, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="ecat_tasks.graph_select"):
-        m = graph_select(DS, EcatConfig(max_source_ratio=0.01), lake)
+        m = graph_select(DS, EcatConfig(graph_selection="top_k", max_source_ratio=0.01), lake)
     assert m["selection_ratio"] < 0.001
     assert any(r.levelno == logging.WARNING and "selection ratio" in r.getMessage() for r in caplog.records)
 
@@ -280,8 +280,9 @@ def test_degree_ratio_does_not_reward_a_hub_for_its_degree() -> None:
     assert ratio[1] == pytest.approx(16 / 11) and ratio[1] > ratio[0] > ratio[2]  # 15 visits where 10 expected
 
 
-def test_soft_selection_keeps_every_source_row_weighted_towards_the_target(lake: Layout) -> None:
-    cfg = EcatConfig(graph_selection="soft", graph_weight_power=1.0)
+@pytest.mark.parametrize("norm", ["degree", "share"])
+def test_soft_selection_keeps_every_source_row_weighted_towards_the_target(lake: Layout, norm: str) -> None:
+    cfg = EcatConfig(graph_selection="soft", graph_score_norm=norm, graph_weight_power=1.0)
     m = graph_select(DS, cfg, lake)
     kept = pq.read_table(Path(m["path"]) / OUTPUT_FILE).to_pandas()
     source = pq.read_table(lake.lake("source", DS) / "part-00000.parquet", columns=["sample_id", "scenario"]).to_pandas()
@@ -296,6 +297,12 @@ def test_soft_selection_keeps_every_source_row_weighted_towards_the_target(lake:
     weight_by_kind = kept.assign(kind=kind.reindex(kept["sample_id"]).to_numpy()).groupby("kind")["graph_weight"].mean()
     assert weight_by_kind["similar"] > weight_by_kind["conflict"], weight_by_kind
 
-    budget = graph_select(DS, cfg.replace(max_source_rows=5_000), lake)  # a compute budget: the top-scoring rows
-    top = pq.read_table(Path(budget["path"]) / OUTPUT_FILE).to_pandas()
-    assert len(top) == 5_000 and top["graph_score"].min() >= np.sort(kept["graph_score"].to_numpy())[-5_000]
+    budget = graph_select(DS, cfg.replace(max_source_rows=5_000), lake)  # a compute budget: a seeded random sample
+    sample = pq.read_table(Path(budget["path"]) / OUTPUT_FILE).to_pandas().set_index("sample_id")
+    assert len(sample) == 5_000 and sample.index.isin(kept["sample_id"]).all()
+    scores = kept.set_index("sample_id")["graph_score"]
+    assert np.allclose(sample["graph_score"], scores.loc[sample.index])  # the same scores, not only the top ones
+    assert sample["graph_score"].min() < np.sort(scores.to_numpy())[-5_000]
+    assert sample["graph_weight"].mean() == pytest.approx(1.0, abs=1e-6)
+    again = pq.read_table(Path(graph_select(DS, cfg.replace(max_source_rows=5_000), lake)["path"]) / OUTPUT_FILE)
+    assert set(again.column("sample_id").to_pylist()) == set(sample.index)  # seeded: a rerun keeps the same rows

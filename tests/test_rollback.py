@@ -45,7 +45,8 @@ def three_days(layout: Layout, tmp_path) -> Layout:
 def test_a_champion_that_trails_the_next_day_is_rolled_back(three_days: Layout, caplog) -> None:
     layout = three_days
     d1, d2 = DAYS
-    cfg = tiny_config(promote_min_lift=-1.0, promote_tolerance=1.0)
+    # top_k selection: on these tiny days its day-1 student is the one the crippled day-2 student trails by > 0.005
+    cfg = tiny_config(promote_min_lift=-1.0, promote_tolerance=1.0, graph_selection="top_k")
     mc = client(cfg, layout.root)
 
     train_day(d1, cfg, layout)
