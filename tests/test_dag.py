@@ -125,7 +125,8 @@ def test_trigger_with_bad_conf_is_refused_naming_the_field(serialized: None, con
 
 TINY_CONF = dict(min_target_rows=50, min_source_rows=100, lookback_days=2, teacher_epochs=1, student_epochs=1,
                  reweight_epochs=1, batch_size=1024, teacher_hidden=[32, 16], student_hidden=[16, 8], walks_per_seed=2,
-                 promote_min_lift=-1.0, promote_tolerance=1.0)
+                 promote_min_lift=-1.0, promote_tolerance=1.0,
+                 max_source_rows=10_000)  # below a day's ~24k source rows: soft selection samples its budget
 
 
 @pytest.fixture(scope="module")
