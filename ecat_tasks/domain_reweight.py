@@ -53,9 +53,9 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
                          f"partition: re-run graph_select for this ds")
     at = pc.index_in(rw.sample_id, value_set=graph_ids).to_numpy()
     score, g_weight = graph_score[at], graph_weight[at]
-    # soft selection: the graph's weight times the domain weight, clipped and rescaled to mean 1 again
-    weight = (rw.weight if np.all(g_weight == 1.0)
-              else clip_to_mean_one(rw.weight * g_weight, cfg.weight_floor, cfg.weight_max))
+    graph_weighted = not np.all(g_weight == 1.0)  # soft selection
+    # the graph's weight times the domain weight, clipped and rescaled to mean 1 again
+    weight = clip_to_mean_one(rw.weight * g_weight, cfg.weight_floor, cfg.weight_max) if graph_weighted else rw.weight
     out = pa.table({
         "sample_id": rw.sample_id,
         "graph_score": score.astype(np.float64),
@@ -73,7 +73,7 @@ def domain_reweight(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> d
         "candidates": int(len(weight)), "discriminator_auc": rw.discriminator_auc, "alpha": rw.alpha,
         "weight_q05": float(q[0]), "weight_median": float(q[1]), "weight_q95": float(q[2]),
         "ess": ess, "ess_share": ess / max(len(weight), 1), "floor_share": rw.floor_share(cfg.weight_floor),
-        "graph_weighted": bool(not np.all(g_weight == 1.0)),
+        "graph_weighted": graph_weighted,
         "fit_rows": rw.fit_rows, "losses": rw.losses, "enabled": cfg.reweight_enabled, "uniform_fallback": rw.uniform,
         "seconds": round(secs, 2),
     }

@@ -475,9 +475,10 @@ def _random_rows(ids: pd.Series | pa.ChunkedArray, cap: int, seed: int, chunk: i
 
 
 def _weight_summary(weight: np.ndarray, w_floor: float) -> dict[str, Any]:
+    from ecat_tasks.models.reweighting import floor_share
+
     q = np.quantile(weight, [0.05, 0.5, 0.95]) if len(weight) else np.ones(3)
-    at_floor = float(np.mean(weight <= w_floor * (1 + 1e-9))) if len(weight) else 0.0
-    return {"quantiles": [round(float(v), 4) for v in q], "floor_share": round(at_floor, 6)}
+    return {"quantiles": [round(float(v), 4) for v in q], "floor_share": round(floor_share(weight, w_floor), 6)}
 
 
 # --- task -------------------------------------------------------------------------------
@@ -598,11 +599,12 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     else:
         log.info("graph_select ds=%s: no-graph ablation kept %d of %d source rows (%.2f%%, cap %d) -> %s in %.1fs",
                  ds, kept, source_rows, 100 * ratio, cap, out, secs)
-    if source_rows and not (RATIO_WARN_LOW <= ratio <= (1.0 if soft else RATIO_WARN_HIGH)):
+    ratio_high = 1.0 if soft else RATIO_WARN_HIGH  # soft keeps every row under its budget: only a low ratio is odd
+    if source_rows and not (RATIO_WARN_LOW <= ratio <= ratio_high):
         log.warning(
             "graph_select ds=%s: selection ratio %.4f (kept %d of %d source rows) is outside [%.3f, %.1f]: "
             "check the target size (%d rows), max_source_ratio=%.2f and the graph's reach (%d of them scored 0)",
-            ds, ratio, kept, source_rows, RATIO_WARN_LOW, RATIO_WARN_HIGH, target_rows, cfg.max_source_ratio,
+            ds, ratio, kept, source_rows, RATIO_WARN_LOW, ratio_high, target_rows, cfg.max_source_ratio,
             info.get("zero_score_rows", 0),
         )
     return {"ds": ds, "path": str(out), "kept": kept, "cap": cap, "source_rows": source_rows, "soft": soft,

@@ -75,7 +75,12 @@ class Reweighting:
 
     def floor_share(self, w_floor: float) -> float:
         """Share of candidates held at the floor weight (the least target-like)."""
-        return float(np.mean(self.weight <= w_floor * (1 + 1e-9))) if len(self.weight) and not self.uniform else 0.0
+        return 0.0 if self.uniform else floor_share(self.weight, w_floor)
+
+
+def floor_share(weight: np.ndarray, w_floor: float) -> float:
+    """Share of ``weight`` at the floor ``w_floor`` (0 for no weights)."""
+    return float(np.mean(weight <= w_floor * (1 + 1e-9))) if len(weight) else 0.0
 
 
 # --- cross-fitting ----------------------------------------------------------------------
