@@ -24,8 +24,10 @@ pipeline reads it through ``specs/movielens.yaml`` alone, no code maps it onto t
 * ``hour_of_day``: hour of the original timestamp (UTC).
 * days: the ratings, ordered by (timestamp, user_id, movie_id), are cut into ``n_days``
   consecutive buckets of equal size (timestamp quantiles; ties at a boundary are split in
-  that order). Bucket ``b`` becomes the day ``start_ds + b`` (``day``) and ``rated_at`` is
-  moved onto that day keeping the original time of day, so ``day`` and ``rated_at`` agree.
+  that order). Bucket ``b`` becomes the day ``start_ds + b`` (``day``); ``rated_at`` spreads the
+  bucket's ratings over that day in their time order (a bucket is about two weeks of the real
+  timeline), so ``day`` and ``rated_at`` agree and a day's latest rows are its latest ratings
+  (the time-cut validation slice, ``validation_by=time``, reads that order).
 
 CLI: ``python -m bench.movielens --warehouse PATH [--target-genre Film-Noir] [--days 14]``.
 """
@@ -228,13 +230,15 @@ def build_movielens_samples(
     if df["genre"].isna().any() or df["age_group"].isna().any():
         raise ValueError("ratings reference users or movies missing from the ml-100k .user/.item files")
 
-    # Days: equal-size buckets of the time order; the time of day is kept on the synthetic day.
+    # Days: equal-size buckets of the time order, each spread over its day in that order.
     df = df.sort_values(["timestamp", "user_id", "movie_id"], kind="stable").reset_index(drop=True)
-    bucket = (np.arange(len(df), dtype=np.int64) * n_days) // len(df)
-    seconds_of_day = df["timestamp"].to_numpy() % 86_400
+    position = np.arange(len(df), dtype=np.int64)
+    bucket = (position * n_days) // len(df)
+    first = np.searchsorted(bucket, bucket, side="left")
+    size = np.bincount(bucket)[bucket]
     midnight = np.datetime64(start.isoformat(), "D") + bucket.astype("timedelta64[D]")
     day = midnight.astype("datetime64[us]")
-    rated_at = day + seconds_of_day.astype("timedelta64[s]").astype("timedelta64[us]")
+    rated_at = day + (((position - first) * 86_400_000_000) // size).astype("timedelta64[us]")
 
     is_target = df["genre_list"].map(lambda gs: genre in gs).to_numpy(bool)
     scenario = np.where(is_target, TARGET_SCENARIO, df["genre"].map(_scenario_name).to_numpy(object))
@@ -256,7 +260,7 @@ def build_movielens_samples(
         "zip_prefix": df["zip_prefix"].astype(str),
         "release_year": df["release_year"].astype(np.int64),
         "genres": df["genres"].astype(str),
-        "hour_of_day": (seconds_of_day // 3600).astype(np.int64),
+        "hour_of_day": ((df["timestamp"].to_numpy() % 86_400) // 3600).astype(np.int64),
         "user_ratings": counts_user.astype(float),
         "movie_popularity": counts_movie / counts_movie.max(),
         "movie_age": df["movie_age"].astype(float),

@@ -46,7 +46,8 @@ class EcatConfig:
     label: str = _f("click", "Label that trains and evaluates (the feature spec must declare it).", enum=["click", "conversion"])
     lookback_days: int = _f(7, "Days of history for the graph and a teacher cold start.", minimum=1, maximum=60)
     holdout_pct: float = _f(0.2, "Share of target users (or samples) held out as the cold-start view (reported, never trained on, never decides).", minimum=0.05, maximum=0.5)
-    validation_pct: float = _f(0.15, "Share of target users (or samples), disjoint from the holdout, that every decision reads (promotion, guards); never trained on.", minimum=0.05, maximum=0.4)
+    validation_pct: float = _f(0.15, "Share of the target rows, disjoint from the holdout, that every decision reads (promotion, guards); never trained on.", minimum=0.05, maximum=0.4)
+    validation_by: str = _f("time", "How the validation slice is cut from the non-holdout target rows: time (each day's latest rows, of the users the models train on: the next day production scores is those users, later) or user (whole users, never trained on).", enum=["time", "user"])
     holdout_by: str = _f("user", "Hold out whole users or single samples.", enum=["user", "sample"])
     extract_batch_rows: int = _f(250_000, "Rows per Parquet batch when extracting.", minimum=1_000, maximum=5_000_000)
     # --- validation ---------------------------------------------------------------------
@@ -114,7 +115,7 @@ class EcatConfig:
     guard_margin: float = _f(0.002, "Validation AUC lift a more complex candidate needs over a simpler one to be served (unless its bootstrap interval is above 0); the served model trails the best candidate, every baseline included, by at most this.", minimum=0.0, maximum=0.1)
     guard_rule: str = _f("margin", "When the guard replaces its current choice: margin (simplest candidate first; a more complex one wins when its validation AUC lift is ahead or above guard_margin), evidence (ECAT the incumbent; a candidate, simplest first, replaces the choice only when its paired-bootstrap lift is ahead and above guard_margin), se_margin (as evidence, lift above guard_margin plus one bootstrap standard error).", enum=["margin", "evidence", "se_margin"])
     guard_candidates: list = _f([*BASELINES, "teacher"], "Models the guard may serve besides ECAT, among those trained today (the others, by default the ablations, are still trained, scored and reported): every candidate the guard compares adds a chance that a noisy point-best wins on a few hundred validation rows. Chosen on the validation slice (bench/RESULTS.md, issue 14).", type="array", items={"type": "string", "enum": list(SERVABLE)}, uniqueItems=True)
-    guard_window_days: int = _f(7, "Days of validation users' target rows the guard scores (the last ones of the lookback window).", minimum=1, maximum=60)
+    guard_window_days: int = _f(7, "Days of validation rows the guard scores (the last ones of the lookback window).", minimum=1, maximum=60)
     serve_calibration: bool = _f(True, "Calibrate the served model: sigmoid(slope * logit + intercept), slope > 0 so rankings are unchanged, fitted on the guard's validation rows and kept only when a cross-fit by user folds lowers their logloss; applied to its next-day scores, the report and the registered model.")
     calibration_strength: float = _f(20.0, "L2 penalty (in rows' worth of logloss) pulling the calibration's slope and intercept towards identity (1, 0): with few validation rows the map stays near identity.", minimum=0.1, maximum=1_000_000.0)
     promote_min_lift: float = _f(0.0, "Student validation AUC must beat target-only's by more than this.", minimum=-1.0, maximum=1.0)

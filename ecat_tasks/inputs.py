@@ -21,7 +21,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.daycache import DayCache, string_values
 from ecat_tasks.models.stream import Part, select_ids
-from ecat_tasks.splits import TargetSplit, split_target, train_mask
+from ecat_tasks.splits import SLICE_KEYS, Cutoffs, TargetSplit, split_target, time_cutoffs, train_mask
 from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
 
 
@@ -48,10 +48,15 @@ def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
 
 # --- streamed parts: what training reads, without loading a day into memory ------------------
 def target_train_part(days: list[str], cfg: EcatConfig, layout: Layout) -> Part:
-    """The train slice of the target rows of ``days`` (:func:`split_target`'s rule, row by row)."""
+    """The train slice of the target rows of ``days`` (:func:`split_target`'s rule, row by row:
+    the time cut's per-day cutoffs are read first, from the partitions' key columns only)."""
     paths = tuple(layout.require(layout.lake("target", d)) for d in days)
-    key = ["user_id", "sample_id"]
-    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(), cfg), needs=tuple(key),
+    key = list(SLICE_KEYS)
+    cutoffs: Cutoffs = {}
+    if cfg.validation_by == "time":
+        for path in paths:
+            cutoffs.update(time_cutoffs(lake_table(path, key).to_pandas(), cfg))
+    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(), cfg, cutoffs), needs=tuple(key),
                 name="target_train")
 
 
@@ -125,8 +130,8 @@ def eval_sets(ds: str, cfg: EcatConfig, layout: Layout) -> dict[str, pd.DataFram
 
 
 def validation_window(ds: str, cfg: EcatConfig, layout: Layout, days: int) -> pd.DataFrame:
-    """The validation users' target rows of the last ``days`` days of the lookback window ending at ``ds``
-    (validation users never train any model, on any day: every decision may read them)."""
+    """The validation rows of the last ``days`` days of the lookback window ending at ``ds``
+    (no model trains on a validation row, on any day: every decision may read them)."""
     parts = [target_day(day, cfg, layout).validation for day in window_days(ds, cfg, layout)[-days:]]
     return pd.concat(parts, ignore_index=True)
 
@@ -171,8 +176,8 @@ def lake_rows(path: Path) -> int:
 
 def target_train_table(path: Path, cfg: EcatConfig, columns: Sequence[str]) -> pa.Table:
     """A target partition's training rows only: validation and holdout users never shape training inputs."""
-    table = lake_table(path, list(dict.fromkeys([*columns, "user_id", "sample_id"])))
-    keep = train_mask(table.select(["user_id", "sample_id"]).to_pandas(), cfg)
+    table = lake_table(path, list(dict.fromkeys([*columns, *SLICE_KEYS])))
+    keep = train_mask(table.select(list(SLICE_KEYS)).to_pandas(), cfg)
     return table.filter(pa.array(keep)).select(list(columns))
 
 

@@ -274,7 +274,7 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
                 rows.append(f"<tr{style}><td>{html.escape(model)}</td>" + "".join(
                     f"<td>{_f(m[k])}</td>" for k in ("auc", "gauc", "logloss", "calibration")) + f"<td>{m['rows']}</td></tr>")
         if rows:
-            note = ("<p><code>served</code> is calibrated on these validation users' rows: its logloss here is "
+            note = ("<p><code>served</code> is calibrated on these validation rows: its logloss here is "
                     "in-sample.</p>" if set_name == "validation" and SERVED in models else "")
             parts.append(f"<h2>{title}</h2><table><tr><th>model</th><th>AUC</th><th>GAUC</th><th>logloss</th>"
                          f"<th>calib.</th><th>rows</th></tr>{''.join(rows)}</table>{note}")

@@ -1,16 +1,23 @@
-"""Deterministic, seed-salted slices of a day's target users, shared by every step.
+"""Deterministic, seed-salted slices of a day's target rows, shared by every step.
 
-Each target user (or sample, ``holdout_by``) falls in exactly one slice, by a salted hash of
-its id and the seed:
+Each target row falls in exactly one slice:
 
-- ``holdout``: the cold-start view, users new to the mini-app; reported, never decides;
-- ``validation``: the only data any decision reads (promotion, guards, early stopping);
+- ``holdout``: the cold-start view, whole users (or samples, ``holdout_by``) new to the
+  mini-app, by a salted hash of the id and the seed; reported, never decides;
+- ``validation``: the only data any decision reads (promotion, guards, early stopping). With
+  ``validation_by=time`` (the default) it is each day's latest rows of the other users: the
+  users the models train on, later in the day, which is what production scores the next day.
+  With ``validation_by=user`` it is whole users, disjoint from the training users;
 - ``train``: everything a model may learn from.
 
-No model trains on the holdout or the validation users' target rows. The hash is a
-splitmix64 mix of the id with a seed-derived constant: the same seed gives the same users in
-every process and rerun, a different seed different users. (``pd.util.hash_array`` ignores
-its ``hash_key`` for integer input, so it cannot be salted that way.)
+No model trains on a holdout or validation row. The hash is a splitmix64 mix of the id with a
+seed-derived constant: the same seed gives the same slices in every process and rerun, a
+different seed different ones. (``pd.util.hash_array`` ignores its ``hash_key`` for integer
+input, so it cannot be salted that way.)
+
+The time cut is row-local given a day's cutoff: a row validates when its (event time, salted
+sample hash) is at or after the cutoff's, so ties in time split at the requested share, and a
+streamed batch is sliced exactly as its whole day is (:func:`time_cutoffs` of the day first).
 """
 
 from __future__ import annotations
@@ -48,27 +55,81 @@ def salted_hash(keys: pd.Series | np.ndarray, seed: int) -> np.ndarray:
     return splitmix64(base ^ salt)
 
 
-def slice_codes(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:
-    """TRAIN / VALIDATION / HOLDOUT per row: buckets [0, holdout) hold out, the next
-    ``validation_pct`` validate, so the holdout does not move when ``validation_pct`` does."""
+Cutoffs = dict[int, tuple[int, int]]  # day (days since the epoch) -> (event time in us, sample hash)
+_NEVER = (np.iinfo(np.int64).max, np.iinfo(np.uint64).max)  # a cutoff no row reaches
+
+
+def _held(frame: pd.DataFrame, cfg: EcatConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket of each row, holdout mask): the holdout is cut first and never moves with the validation rule."""
     key = frame["user_id"] if cfg.holdout_by == "user" else frame["sample_id"]
     bucket = salted_hash(key.to_numpy(), cfg.seed) % np.uint64(_BUCKETS)
-    held = round(cfg.holdout_pct * _BUCKETS)
-    valid_end = held + round(cfg.validation_pct * _BUCKETS)
+    return bucket, bucket < np.uint64(round(cfg.holdout_pct * _BUCKETS))
+
+
+def _time_keys(frame: pd.DataFrame, cfg: EcatConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(day, event time in us, salted sample hash) of each row: the order the time cut reads."""
+    day = np.asarray(frame["ds"], dtype="datetime64[D]").astype(np.int64)
+    ts = np.asarray(frame["event_ts"], dtype="datetime64[us]").astype(np.int64)
+    return day, ts, salted_hash(frame["sample_id"].to_numpy(), cfg.seed + 1)
+
+
+def time_cutoffs(frame: pd.DataFrame, cfg: EcatConfig) -> Cutoffs:
+    """Per day of ``frame`` (all of that day's target rows), the (time, hash) from which its
+    non-holdout rows validate: the latest ``validation_pct / (1 - holdout_pct)`` of them, so
+    the validation slice is ``validation_pct`` of the day's rows, as under ``validation_by=user``."""
+    _, held = _held(frame, cfg)
+    day, ts, tie = _time_keys(frame, cfg)
+    share = cfg.validation_pct / (1.0 - cfg.holdout_pct)
+    cutoffs: Cutoffs = {}
+    for d in np.unique(day):
+        rows = np.flatnonzero((day == d) & ~held)
+        n_valid = round(share * len(rows))
+        if n_valid == 0:
+            cutoffs[int(d)] = _NEVER
+            continue
+        order = np.lexsort((tie[rows], ts[rows]))
+        first = rows[order[len(rows) - n_valid]]
+        cutoffs[int(d)] = (int(ts[first]), int(tie[first]))
+    return cutoffs
+
+
+def slice_codes(frame: pd.DataFrame, cfg: EcatConfig, cutoffs: Cutoffs | None = None) -> np.ndarray:
+    """TRAIN / VALIDATION / HOLDOUT per row. The holdout is buckets [0, holdout) of the salted
+    hash, so it does not move when ``validation_pct`` or ``validation_by`` does. Under
+    ``validation_by=time``, ``cutoffs`` are those of the frame's whole days (default: computed
+    from ``frame``, which must then hold each of its days whole); ``frame`` needs ``ds``,
+    ``event_ts`` and ``sample_id`` besides the holdout key."""
+    bucket, held = _held(frame, cfg)
     codes = np.full(len(frame), TRAIN, dtype=np.int8)
-    codes[bucket < np.uint64(valid_end)] = VALIDATION
-    codes[bucket < np.uint64(held)] = HOLDOUT
+    if cfg.validation_by == "user":
+        valid_end = round(cfg.holdout_pct * _BUCKETS) + round(cfg.validation_pct * _BUCKETS)
+        codes[bucket < np.uint64(valid_end)] = VALIDATION
+    else:
+        cutoffs = time_cutoffs(frame, cfg) if cutoffs is None else cutoffs
+        day, ts, tie = _time_keys(frame, cfg)
+        for d in np.unique(day):
+            if int(d) not in cutoffs:
+                raise ValueError(f"no validation cutoff for day {np.datetime64(int(d), 'D')}: "
+                                 "time_cutoffs must read each day whole")
+            c_ts, c_tie = cutoffs[int(d)]
+            on_day = day == d
+            later = (ts > c_ts) | ((ts == c_ts) & (tie >= np.uint64(c_tie)))
+            codes[on_day & later] = VALIDATION
+    codes[held] = HOLDOUT
     return codes
+
+
+SLICE_KEYS = ("user_id", "sample_id", "ds", "event_ts")  # every column slice_codes may read
 
 
 def holdout_mask(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:
     """Rows of the cold-start holdout."""
-    return slice_codes(frame, cfg) == HOLDOUT
+    return _held(frame, cfg)[1]
 
 
-def train_mask(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:
+def train_mask(frame: pd.DataFrame, cfg: EcatConfig, cutoffs: Cutoffs | None = None) -> np.ndarray:
     """Rows a model may train on (neither holdout nor validation)."""
-    return slice_codes(frame, cfg) == TRAIN
+    return slice_codes(frame, cfg, cutoffs) == TRAIN
 
 
 class TargetSplit(NamedTuple):
