@@ -37,8 +37,12 @@ def tiny_config(**overrides: object) -> EcatConfig:
         min_target_rows=50, min_source_rows=100, lookback_days=2, baselines=["target_only"], ablations=[],
         teacher_epochs=1, teacher_warm_epochs=1, student_epochs=1, reweight_epochs=1, batch_size=512,
         teacher_batch_size=512, teacher_hidden=[32, 16],
-        student_hidden=[16, 8], walks_per_seed=2, extract_batch_rows=10_000,
+        student_hidden=[32, 16], walks_per_seed=2, extract_batch_rows=10_000,
     )
+    # student_hidden [32, 16], not [16, 8]: a cold-started [16, 8] tower on these days can push
+    # every unit of its last hidden layer below zero in its first steps (its first logits sit
+    # above the label's base rate) and then predicts a constant, which the health check rightly
+    # refuses (mixed_scenario and no_kd at seed 42 under the time validation slice)
     base.update(overrides)
     return EcatConfig.from_mapping(base, env={})
 
