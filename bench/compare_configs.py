@@ -6,7 +6,7 @@
 Input: the homes ``bench.quality --keep`` leaves for one configuration (``--old``) and another
 (``--new``), same data set, same seeds. For every seed and every day on which the guard
 decided, each model's scores of the guard's validation window (:func:`bench.guard_rules.day_scores`:
-validation users' target rows, never trained on) are read from both homes; the rows must be the
+validation rows, never trained on) are read from both homes; the rows must be the
 same. Reported per model: validation AUC and logloss of each configuration (mean over seeds and
 days) and the lift of new over old pooled over (seed, day) by a paired bootstrap over users
 (:func:`ecat_tasks.metrics.pooled_bootstrap_lift`; positive means new is better). Next-day and

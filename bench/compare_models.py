@@ -5,7 +5,7 @@
 
 Input: the homes ``bench.quality --keep`` leaves (one per seed). On every day the guard
 decided, both models' scores of the guard's validation window (:func:`bench.guard_rules.day_scores`:
-validation users' target rows, never trained on) are compared; the lift of the first over the
+validation rows, never trained on) are compared; the lift of the first over the
 second is pooled over (seed, day) by a paired bootstrap over users. An ablation against ECAT
 is what its component adds; next-day and cold-start rows are never read.
 """

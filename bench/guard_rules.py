@@ -2,7 +2,7 @@
 
 With a dozen candidates and a few hundred validation rows a day, the model that a rule picks
 scores well on the rows it was picked on partly by luck (winner's curse). So each day's guard
-window (the validation users' rows the guard reads, ``inputs.validation_window``) is split into
+window (the validation rows the guard reads, ``inputs.validation_window``) is split into
 two folds by a seeded hash of the user id: every rule decides (``guard.decide``) on fold A and
 the AUC of its choice is read on fold B, and vice versa. Rules are compared by the mean held-out
 fold AUC of their choice over days, fold splits and kept homes (data sets, seeds), with a paired
@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality import DATASETS, OUT_DIR, home_seed
+from bench.quality import DATASETS, OUT_DIR, SLICE_FIELDS, home_seed, recorded_parameters
 
 log = logging.getLogger("bench.guard_rules")
 
@@ -40,10 +40,22 @@ FOLD_SALT = 7919  # the fold hash's salt is FOLD_SALT + split: independent of th
 
 
 def home_config(home: Path, data: str, conf: dict[str, Any]) -> Any:
-    """The config a kept ``bench.quality`` home ran with (its seed read from the directory name)."""
-    from ecat_tasks.config import EcatConfig
+    """The config a kept ``bench.quality`` home ran with (its seed read from the directory name).
 
-    return EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf, "seed": home_seed(home)}, env={})
+    The fields that decide which rows validate come from the home's own report, never from
+    today's defaults: read under another rule, the "validation" rows may be rows its models
+    trained on. ``conf`` may not contradict them."""
+    from ecat_tasks.config import EcatConfig
+    from ecat_tasks.storage import Layout
+
+    days = guard_days(home)
+    ran = recorded_parameters(Layout(home / "ecat_home"), days[0]) if days else None
+    sliced = {k: ran[k] for k in SLICE_FIELDS if k in ran} if ran else {}
+    clash = {k: (sliced[k], conf[k]) for k in sliced.keys() & conf.keys() if sliced[k] != conf[k]}
+    if clash:
+        raise SystemExit(f"{home}: --conf changes which rows validate ({clash}: recorded, asked); "
+                         "those rows may have trained its models")
+    return EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf, **sliced, "seed": home_seed(home)}, env={})
 
 
 def guard_days(home: Path) -> list[str]:

@@ -352,13 +352,26 @@ def copy_home(home: Path, parent: Path | None) -> Path:
     return dest
 
 
+# Parameters added after homes were kept, with the value every earlier run had: a home that does
+# not record one ran with this, not with today's default.
+LEGACY_PARAMETERS = {"validation_by": "user"}
+SLICE_FIELDS = ("validation_by", "validation_pct", "holdout_pct", "holdout_by")  # which rows validate
+
+
+def recorded_parameters(layout: Any, day: str) -> dict[str, Any] | None:
+    """The config a home's report of ``day`` recorded, with :data:`LEGACY_PARAMETERS` where it predates them."""
+    from ecat_tasks.report import read_report
+
+    ran = (read_report(layout, day) or {}).get("parameters")
+    return {**LEGACY_PARAMETERS, **ran} if ran else None
+
+
 def check_replayable(layout: Any, day: str, cfg: Any) -> str:
     """Refuse a replay config that differs from the home's own (its report's ``parameters``) beyond ``REPLAYABLE``;
     returns the code version that trained the home."""
-    from ecat_tasks.report import read_report
     from ecat_tasks.storage import read_manifest
 
-    ran = (read_report(layout, day) or {}).get("parameters")
+    ran = recorded_parameters(layout, day)
     if not ran:
         raise SystemExit(f"{layout.root}: reports/ds={day} records no parameters: cannot tell what the home ran with")
     now = json.loads(json.dumps(cfg.to_dict(), default=str))  # as the report recorded it

@@ -47,7 +47,7 @@ class EcatConfig:
     lookback_days: int = _f(7, "Days of history for the graph and a teacher cold start.", minimum=1, maximum=60)
     holdout_pct: float = _f(0.2, "Share of target users (or samples) held out as the cold-start view (reported, never trained on, never decides).", minimum=0.05, maximum=0.5)
     validation_pct: float = _f(0.15, "Share of the target rows, disjoint from the holdout, that every decision reads (promotion, guards); never trained on.", minimum=0.05, maximum=0.4)
-    validation_by: str = _f("time", "How the validation slice is cut from the non-holdout target rows: time (each day's latest rows, of the users the models train on: the next day production scores is those users, later) or user (whole users, never trained on).", enum=["time", "user"])
+    validation_by: str = _f("time", "How the validation slice is cut from the non-holdout target rows: time (each day's latest rows, of the users the models train on: the next day production scores is those users, later) or user (by the holdout's key: whole users, never trained on, or single samples under holdout_by=sample).", enum=["time", "user"])
     holdout_by: str = _f("user", "Hold out whole users or single samples.", enum=["user", "sample"])
     extract_batch_rows: int = _f(250_000, "Rows per Parquet batch when extracting.", minimum=1_000, maximum=5_000_000)
     # --- validation ---------------------------------------------------------------------

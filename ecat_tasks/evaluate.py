@@ -1,6 +1,6 @@
 """evaluate: ECAT's student, the teacher, the baselines and the ablations on day ``ds``'s own slices.
 
-Two slices of ``ds``'s target users that no model trained on: the validation slice (what
+Two slices of ``ds``'s target rows that no model trained on: the validation slice (what
 promotion reads) and the cold-start holdout (users new to the mini-app, reported only). The
 primary metric, next-day, is written into this report later by ``score_previous_day`` of
 ``ds + 1``; a rerun of ``ds`` keeps it when the models it scored are unchanged. Writes

@@ -502,7 +502,7 @@ def graph_select(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict
     if cfg.graph_enabled:
         src_days = domain_window(layout, "source", ds, cfg.lookback_days)
         tgt_days = domain_window(layout, "target", ds, cfg.lookback_days)
-        # seeds and edges come from target-train rows only (the held-out users' rows are evaluation data)
+        # seeds and edges come from target-train rows only (validation rows and held-out users are evaluation data)
         targets = [target_train_table(tgt_path, cfg, graph_columns)] + [
             target_train_table(layout.lake("target", d), cfg, graph_columns)
                                                          for d in tgt_days if d != ds]

@@ -55,9 +55,9 @@ def target_train_part(days: list[str], cfg: EcatConfig, layout: Layout) -> Part:
     cutoffs: Cutoffs = {}
     if cfg.validation_by == "time":
         for path in paths:
-            cutoffs.update(time_cutoffs(lake_table(path, key).to_pandas(), cfg))
-    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(), cfg, cutoffs), needs=tuple(key),
-                name="target_train")
+            cutoffs.update(time_cutoffs(lake_table(path, key).to_pandas(date_as_object=False), cfg))
+    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(date_as_object=False), cfg, cutoffs),
+                needs=tuple(key), name="target_train")
 
 
 def source_part(days: list[str], layout: Layout) -> Part:
@@ -66,7 +66,7 @@ def source_part(days: list[str], layout: Layout) -> Part:
 
 
 def entire_space_parts(days: list[str], cfg: EcatConfig, layout: Layout) -> list[Part]:
-    """Source plus target-train rows of ``days``, streamed (validation and holdout users never included)."""
+    """Source plus target-train rows of ``days``, streamed (validation rows and holdout users never included)."""
     return [source_part(days, layout), target_train_part(days, cfg, layout)]
 
 
@@ -175,9 +175,9 @@ def lake_rows(path: Path) -> int:
 
 
 def target_train_table(path: Path, cfg: EcatConfig, columns: Sequence[str]) -> pa.Table:
-    """A target partition's training rows only: validation and holdout users never shape training inputs."""
+    """A target partition's training rows only: validation rows and holdout users never shape training inputs."""
     table = lake_table(path, list(dict.fromkeys([*columns, *SLICE_KEYS])))
-    keep = train_mask(table.select(list(SLICE_KEYS)).to_pandas(), cfg)
+    keep = train_mask(table.select(list(SLICE_KEYS)).to_pandas(date_as_object=False), cfg)
     return table.filter(pa.array(keep)).select(list(columns))
 
 

@@ -66,11 +66,20 @@ def _held(frame: pd.DataFrame, cfg: EcatConfig) -> tuple[np.ndarray, np.ndarray]
     return bucket, bucket < np.uint64(round(cfg.holdout_pct * _BUCKETS))
 
 
-def _time_keys(frame: pd.DataFrame, cfg: EcatConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(day, event time in us, salted sample hash) of each row: the order the time cut reads."""
-    day = np.asarray(frame["ds"], dtype="datetime64[D]").astype(np.int64)
-    ts = np.asarray(frame["event_ts"], dtype="datetime64[us]").astype(np.int64)
-    return day, ts, salted_hash(frame["sample_id"].to_numpy(), cfg.seed + 1)
+def _day_and_time(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(day since the epoch, event time in us) of each row; a missing one is an error, since it
+    would silently sort first and train."""
+    day = np.asarray(frame["ds"], dtype="datetime64[D]")
+    ts = np.asarray(frame["event_ts"], dtype="datetime64[us]")
+    if np.isnat(day).any() or np.isnat(ts).any():
+        raise ValueError("rows without ds or event_ts cannot be cut by time (validation_by=time): "
+                         f"{int(np.isnat(day).sum())} without ds, {int(np.isnat(ts).sum())} without event_ts")
+    return day.astype(np.int64), ts.astype(np.int64)
+
+
+def _tie_hash(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:
+    """The salted sample hash that orders rows of one event time (its own salt, not the holdout's)."""
+    return salted_hash(frame["sample_id"].to_numpy(), cfg.seed + 1)
 
 
 def time_cutoffs(frame: pd.DataFrame, cfg: EcatConfig) -> Cutoffs:
@@ -78,7 +87,8 @@ def time_cutoffs(frame: pd.DataFrame, cfg: EcatConfig) -> Cutoffs:
     non-holdout rows validate: the latest ``validation_pct / (1 - holdout_pct)`` of them, so
     the validation slice is ``validation_pct`` of the day's rows, as under ``validation_by=user``."""
     _, held = _held(frame, cfg)
-    day, ts, tie = _time_keys(frame, cfg)
+    day, ts = _day_and_time(frame)
+    tie = _tie_hash(frame, cfg)
     share = cfg.validation_pct / (1.0 - cfg.holdout_pct)
     cutoffs: Cutoffs = {}
     for d in np.unique(day):
@@ -106,15 +116,18 @@ def slice_codes(frame: pd.DataFrame, cfg: EcatConfig, cutoffs: Cutoffs | None = 
         codes[bucket < np.uint64(valid_end)] = VALIDATION
     else:
         cutoffs = time_cutoffs(frame, cfg) if cutoffs is None else cutoffs
-        day, ts, tie = _time_keys(frame, cfg)
+        day, ts = _day_and_time(frame)
         for d in np.unique(day):
             if int(d) not in cutoffs:
                 raise ValueError(f"no validation cutoff for day {np.datetime64(int(d), 'D')}: "
                                  "time_cutoffs must read each day whole")
             c_ts, c_tie = cutoffs[int(d)]
             on_day = day == d
-            later = (ts > c_ts) | ((ts == c_ts) & (tie >= np.uint64(c_tie)))
-            codes[on_day & later] = VALIDATION
+            later = on_day & (ts > c_ts)
+            tied = np.flatnonzero(on_day & (ts == c_ts))  # only rows at the cutoff's time need the hash
+            if len(tied):
+                later[tied] = _tie_hash(frame.iloc[tied], cfg) >= np.uint64(c_tie)
+            codes[later] = VALIDATION
     codes[held] = HOLDOUT
     return codes
 

@@ -158,3 +158,17 @@ def test_replay_reproduces_a_kept_home_and_a_narrower_guard_changes_its_choice(
         quality.main(["--data", "synthetic", "--replay", str(home), "--conf", json.dumps({**conf, "student_epochs": 2}),
                       "--tmp-dir", str(tmp_path), "--no-write"])
     assert _tree(home) == kept
+
+
+def test_a_home_kept_before_validation_by_is_read_under_the_user_slice(monkeypatch):
+    """A home whose report predates ``validation_by`` ran the user slice: the tools read it so,
+    not under today's default, whose rows its models may have trained on."""
+    import bench.quality as quality
+    import ecat_tasks.report as report
+
+    monkeypatch.setattr(report, "read_report", lambda layout, day: {"parameters": {"seed": 1, "validation_pct": 0.15}})
+    assert quality.recorded_parameters(None, "2026-03-01")["validation_by"] == "user"
+    monkeypatch.setattr(report, "read_report", lambda layout, day: {"parameters": {"validation_by": "time"}})
+    assert quality.recorded_parameters(None, "2026-03-01")["validation_by"] == "time"
+    monkeypatch.setattr(report, "read_report", lambda layout, day: None)
+    assert quality.recorded_parameters(None, "2026-03-01") is None

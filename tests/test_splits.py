@@ -111,6 +111,15 @@ def test_time_cut_splits_ties_at_the_share_and_the_seed_moves_them() -> None:
     assert valid[0] == set(split_target(frame, cfg.replace(seed=0)).validation["sample_id"])
 
 
+def test_a_row_without_event_time_is_refused_not_trained() -> None:
+    """A missing time would sort first and silently train: the time cut refuses it."""
+    frame = _users(n=100)
+    frame.loc[5, "event_ts"] = pd.NaT
+    with pytest.raises(ValueError, match="1 without event_ts"):
+        split_target(frame, tiny_config(validation_by="time"))
+    assert len(split_target(frame, tiny_config(validation_by="user")).train) > 0  # the user cut never reads it
+
+
 def test_streamed_batches_slice_as_their_whole_day() -> None:
     """Training reads the lake in batches: each batch, given its days' cutoffs, keeps exactly the
     rows the whole-day split trains on; a batch whose day has no cutoff is refused."""
