@@ -1,6 +1,6 @@
 """Training throughput of the student loop against a plain PyTorch loop, as a ratio.
 
-    python -m bench.bench_train_loop [--rows 300000] [--reps 3] [--threads 1] [--epochs N]
+    python -m bench.bench_train_loop [--rows 300000] [--reps 3] [--threads 1] [--epochs N] [--device cuda]
 
 "ours" is the real code path of ``student_distill``: :func:`ecat_tasks.models.student.train_student`
 (which calls ``fit_day``) reading the day from Parquet files in a lake layout, streamed by
@@ -127,12 +127,13 @@ def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, c
     """A minimal hand-written loop over the same tensors, with the same loss."""
     from ecat_tasks.models.networks import RankingModel
 
-    sparse, dense, label, weight = data.sparse, data.dense, data.label, data.weight
-    t_logit, t_hidden = data.extra["t_logit"], data.extra["t_hidden"]
+    dev = torch.device(cfg.device)
+    sparse, dense, label, weight = (x.to(dev) for x in (data.sparse, data.dense, data.label, data.weight))
+    t_logit, t_hidden = data.extra["t_logit"].to(dev), data.extra["t_hidden"].to(dev)
     lam, temp = cfg.kd_lambda, cfg.kd_temperature
     torch.manual_seed(cfg.seed)  # as fit_day's seed_everything: same initial weights
-    model = RankingModel(vocab_sizes, dense.shape[1], cfg.embed_dim, cfg.student_hidden)
-    projection = nn.Linear(model.hidden_dim, teacher_hidden_dim)  # student side, as models/distill.py
+    model = RankingModel(vocab_sizes, dense.shape[1], cfg.embed_dim, cfg.student_hidden).to(dev)
+    projection = nn.Linear(model.hidden_dim, teacher_hidden_dim).to(dev)  # student side, as models/distill.py
     optimizer = torch.optim.Adam([*model.parameters(), *projection.parameters()], lr=cfg.student_lr, fused=True)
     gen = torch.Generator()
     gen.manual_seed(cfg.seed)
@@ -141,8 +142,8 @@ def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, c
     model.train()
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(cfg.student_epochs):
-        order = torch.randperm(n, generator=gen)
-        total = torch.zeros(())
+        order = torch.randperm(n, generator=gen).to(dev)
+        total = torch.zeros((), device=dev)
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             y, tl = label[idx], t_logit[idx]
@@ -173,13 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="epochs per repetition (default: EcatConfig.student_epochs)")
     p.add_argument("--batch-size", type=int, default=None, help="default: EcatConfig.batch_size")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--device", default="cpu", help="torch device of both loops (cpu, cuda): EcatConfig.device")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     base = EcatConfig()
     batch = args.batch_size or base.batch_size
     # both loops at one batch size: the per-phase rule (max_batch_size) would give ours a larger batch
-    cfg = base.replace(torch_threads=args.threads, seed=args.seed,
+    cfg = base.replace(torch_threads=args.threads, seed=args.seed, device=args.device,
                        student_epochs=args.epochs or base.student_epochs, batch_size=batch, max_batch_size=batch)
     assert cfg.kd_enabled and cfg.kd_lambda > 0 and cfg.kd_adaptive and cfg.kd_hidden and cfg.kd_logit
 
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     n_target, n_source = inputs["rows"]
     print(f"rows={n_target + n_source:,} (target {n_target:,} + source {n_source:,}), from Parquet, "
           f"shuffle buffer {cfg.shuffle_buffer_rows:,} rows  batch_size={cfg.batch_size}  epochs/rep={cfg.student_epochs}  threads={torch.get_num_threads()}  "
-          f"torch {torch.__version__}  (data generated in {gen_s:.1f}s)")
+          f"torch {torch.__version__}  device={cfg.device}  (data generated in {gen_s:.1f}s)")
     print(f"{'rep':>3}  {'order':<10} {'ours samples/s':>15} {'plain samples/s':>16} {'ratio':>6} {'cpu ratio':>9} "
           f"{'train s':>8} {'fit_day s':>9} {'loss diff':>9}")
     for r in results:
