@@ -82,6 +82,12 @@ def test_days_consecutive_and_balanced(warehouse):
     assert (frame["rated_at"].dt.normalize() == frame["day"]).all()
     # the rows are in time order and rated_at keeps it within and across days
     assert frame["rated_at"].is_monotonic_increasing and frame["rated_at"].is_unique
+    # hour_of_day stays the original rating's hour (UTC), not rated_at's
+    inter, _, _ = ml.load_movielens(ml.DEFAULT_CACHE_DIR)
+    raw = inter.rename(columns={"item_id": "movie_id"}).assign(hour=lambda d: (d["timestamp"] % 86_400) // 3600)
+    joined = frame[["user_id", "movie_id", "hour_of_day"]].merge(raw[["user_id", "movie_id", "hour"]],
+                                                                 on=["user_id", "movie_id"], validate="one_to_one")
+    assert len(joined) == len(frame) and (joined["hour_of_day"] == joined["hour"]).all()
 
 
 def test_target_is_the_genre(warehouse):
