@@ -21,7 +21,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.daycache import DayCache, string_values
 from ecat_tasks.models.stream import Part, select_ids
-from ecat_tasks.splits import SLICE_KEYS, Cutoffs, TargetSplit, split_target, time_cutoffs, train_mask
+from ecat_tasks.splits import SLICE_KEYS, TargetSplit, split_target, train_mask
 from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
 
 
@@ -48,16 +48,16 @@ def window_days(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
 
 # --- streamed parts: what training reads, without loading a day into memory ------------------
 def target_train_part(days: list[str], cfg: EcatConfig, layout: Layout) -> Part:
-    """The train slice of the target rows of ``days`` (:func:`split_target`'s rule, row by row:
-    the time cut's per-day cutoffs are read first, from the partitions' key columns only)."""
+    """The train slice of the target rows of ``days`` (:func:`split_target`'s rule), selected by
+    position: each day's key columns are read once and sliced whole (the time cut needs the whole
+    day), so no batch of any epoch hashes or compares keys again."""
     paths = tuple(layout.require(layout.lake("target", d)) for d in days)
-    key = list(SLICE_KEYS)
-    cutoffs: Cutoffs = {}
-    if cfg.validation_by == "time":
-        for path in paths:
-            cutoffs.update(time_cutoffs(lake_table(path, key).to_pandas(date_as_object=False), cfg))
-    return Part(paths=paths, keep=lambda t: train_mask(t.select(key).to_pandas(date_as_object=False), cfg, cutoffs),
-                needs=tuple(key), name="target_train")
+    rows, start = [np.zeros(0, np.int64)], 0
+    for path in paths:
+        keys = lake_table(path, SLICE_KEYS).to_pandas(date_as_object=False)
+        rows.append(start + np.flatnonzero(train_mask(keys, cfg)))
+        start += len(keys)
+    return Part(paths=paths, rows=np.concatenate(rows), name="target_train")
 
 
 def source_part(days: list[str], layout: Layout) -> Part:
