@@ -59,7 +59,7 @@ GUARD_RULES = ("margin", "evidence", "se_margin")  # EcatConfig.guard_rule's enu
 # simplest first: target rows only; target plus source (unweighted, with the scenario, pre-train then
 # fine-tune, multi-scenario); the teacher, then fine-tuned on the target; ECAT without one component; ECAT
 CANDIDATES = ("target_only", "mixed", "mixed_scenario", "finetune", "star", "teacher", "teacher_finetune",
-              "ecat_no_kd", "ecat_no_graph", "ecat_no_weights", "ecat_no_teacher_init", "ecat_fixed_kd", "ecat_no_scenario", "ecat")
+              "ecat_no_kd", "ecat_no_graph", "ecat_no_weights", "ecat_no_teacher_init", "ecat_teacher_init", "ecat_fixed_kd", "ecat_no_scenario", "ecat")
 
 
 @dataclass

@@ -16,10 +16,10 @@ Baselines (student-sized unless noted), each a continual chain of its own unless
   discarded. The simplest transfer a platform team would try first.
 - star: a STAR-style multi-scenario model on the whole entire space with the scenario as
   input (shared plus scenario-specific weights); the platform's default choice.
-Ablations of ECAT (same student, one component off): no_graph (random candidates of the
+Ablations of ECAT (same student, one setting switched): no_graph (random candidates of the
 same cap, reweighted), no_weights (graph candidates, no domain weights), no_kd, fixed_kd,
-no_teacher_init (student embeddings not initialised from the teacher's), no_scenario (the
-student without the scenario field).
+teacher_init / no_teacher_init (student embeddings initialised from the teacher's, or not),
+no_scenario (the student without the scenario field).
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def _fit_ablation(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
     else:
         candidates, _, _ = candidates_part(ds, layout)
         overrides = {"no_kd": {"kd_enabled": False}, "fixed_kd": {"kd_adaptive": False},
+                     "teacher_init": {"student_init_from_teacher": True},
                      "no_teacher_init": {"student_init_from_teacher": False}, "no_scenario": {"student_scenario": False}}
         if model not in overrides:
             raise ValueError(f"unknown ablation {model!r}")

@@ -121,12 +121,13 @@ def test_cadence_trains_every_n_days_and_evaluation_scores_the_newest_checkpoint
     assert f"target_only trained {D1}" in (layout.report(D2) / "report.html").read_text()
 
 
-def test_ecat_student_reads_the_scenario_and_the_no_scenario_ablation_does_not(layout, cfg):
+def test_ecat_student_reads_the_scenario_and_its_ablations_switch_one_setting(layout, cfg):
     """``student_scenario``: the student has the mini-app's own scenario embedding (another
     scenario, another prediction for the same rows); the ``no_scenario`` ablation is the
     student without it, so the report and the guard can tell what the field adds. The teacher
     (``teacher_scenario``) reads it too, and a student without the field still distils from it
-    (the scenario column is streamed for the teacher alone)."""
+    (the scenario column is streamed for the teacher alone). ``teacher_init`` is the student
+    started from the teacher's embeddings, which ECAT no longer is by default."""
     from ecat_tasks.domain_reweight import domain_reweight
     from ecat_tasks.graph_select import graph_select
     from ecat_tasks.student_distill import student_distill
@@ -145,3 +146,7 @@ def test_ecat_student_reads_the_scenario_and_the_no_scenario_ablation_does_not(l
     other = read_lake([layout.lake("source", D1)])["scenario"].iloc[0]
     assert np.abs(student.score(rows, cfg.label) - student.score(rows.assign(scenario=other), cfg.label)).max() > 1e-4
     assert np.array_equal(ablation.score(rows, cfg.label), ablation.score(rows.assign(scenario=other), cfg.label))
+    assert not EcatConfig().student_init_from_teacher and "teacher_init" in EcatConfig().ablations
+    train_comparison(D1, cfg.replace(ablations=["teacher_init"]), layout, "teacher_init")
+    assert not read_manifest(layout.model("student", D1))["init_from_teacher"]
+    assert read_manifest(layout.model("teacher_init", D1))["init_from_teacher"]

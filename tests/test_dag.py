@@ -202,7 +202,7 @@ def test_two_days_end_to_end(two_days: tuple[Layout, list[str]]) -> None:
     for ds in (d1, d2):
         report = json.loads((layout.report(ds) / "metrics.json").read_text())
         assert {"ecat", "teacher", "target_only", "mixed", "mixed_scenario", "finetune", "teacher_finetune", "star",
-                "ecat_no_graph", "ecat_no_weights", "ecat_no_kd", "ecat_fixed_kd", "ecat_no_teacher_init"} <= set(report["models"])
+                "ecat_no_graph", "ecat_no_weights", "ecat_no_kd", "ecat_fixed_kd", "ecat_teacher_init"} <= set(report["models"])
         for metrics in report["models"].values():
             assert 0.0 <= metrics["holdout"]["auc"] <= 1.0
         assert (layout.report(ds) / "report.html").exists()
