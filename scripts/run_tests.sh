@@ -11,8 +11,11 @@ cd "$ROOT"
 # The whole suite runs on two pytest-xdist workers, one test file per worker at a time (a file's
 # module fixtures, such as an Airflow stack, stay on one worker): the scheduler-driven tests wait
 # on subprocesses much of the time, and the other worker uses that time. ECAT_TEST_WORKERS=0
-# runs it in one process. Named files or tests run in one process.
+# runs it in one process. Named files or tests run in one process. Files start in collection
+# order (--no-loadscope-reorder): xdist's default starts the files with the most tests first,
+# which left the longest one, the single-test backfill through the scheduler (about 4 min),
+# to start last, alone on one worker at the end of the run.
 if [ "$#" -eq 0 ]; then
-    set -- -n "${ECAT_TEST_WORKERS:-2}" --dist loadfile --durations=15
+    set -- -n "${ECAT_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder --durations=15
 fi
 exec "$ROOT/.venv/bin/python" -m pytest -q "$@"
