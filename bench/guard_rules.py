@@ -19,6 +19,13 @@ the candidate list (``guard_candidates``) is chosen the same way:
 
     .venv/bin/python -m bench.guard_rules HOMES --rules margin margin@no_ablations \\
         --candidate-sets '{"no_ablations": ["target_only", "mixed", "finetune", "teacher"]}'
+
+A rule ``NAME%W`` decides on the newest W days of the window only, so the window
+(``guard_window_days``) is chosen the same way; with such a rule, every choice is scored on the
+newest day's held-out fold: the only validation rows later than every row the models trained on
+(the models have since trained on later rows of the older days' users):
+
+    .venv/bin/python -m bench.guard_rules HOMES --rules evidence%7 evidence%3 evidence%1
 """
 
 from __future__ import annotations
@@ -82,6 +89,16 @@ def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, d
     return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores
 
 
+def day_ages(ds: str, cfg: Any, home: Path) -> np.ndarray:
+    """Each row of :func:`day_scores`' window (same order): how many days older than the newest day it is (0 = ``ds``'s rows)."""
+    from ecat_tasks.inputs import validation_window
+    from ecat_tasks.storage import Layout
+
+    days = validation_window(ds, cfg, Layout(home / "ecat_home"), cfg.guard_window_days)["ds"].astype(str).to_numpy()
+    uniq, inv = np.unique(days, return_inverse=True)  # ISO dates sort in time order
+    return len(uniq) - 1 - inv
+
+
 def fold_of(users: np.ndarray, split: int) -> np.ndarray:
     from ecat_tasks.splits import salted_hash
 
@@ -101,23 +118,31 @@ def servable(scores: dict[str, np.ndarray], rule: str, sets: dict[str, list[str]
 
 def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], rules: list[str],
                  margin: float, splits: int, seed: int, n_resamples: int,
-                 sets: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+                 sets: dict[str, list[str]] | None = None, ages: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Per (split, fold, rule): the rule's choice on the other fold and its AUC on this fold; every
     candidate's AUC on this fold too (fixed choices, for reference). A rule ``name@set`` decides
-    among the candidates of ``sets[set]`` and ECAT only (``guard_candidates``)."""
+    among the candidates of ``sets[set]`` and ECAT only (``guard_candidates``). A rule ``name%W``
+    decides on the window's newest W days only (``ages``, :func:`day_ages`; ``guard_window_days``);
+    when any rule names W, every rule and candidate is scored on the newest day's fold alone, the
+    one day strictly after all the models trained on, so windows are compared on the same rows."""
     from ecat_tasks.guard import decide
     from ecat_tasks.metrics import auc
 
+    windowed = any("%" in rule for rule in rules)
+    if windowed and ages is None:
+        raise ValueError("a rule name%W needs each row's age in days (ages)")
     out = []
     for split in range(splits):
         fold = fold_of(users, split)
         for held in (0, 1):
-            fit, ev = fold != held, fold == held
-            if len(np.unique(labels[fit])) < 2 or len(np.unique(labels[ev])) < 2:
+            ev = (fold == held) & (ages == 0) if windowed else fold == held
+            if len(np.unique(labels[fold != held])) < 2 or len(np.unique(labels[ev])) < 2:
                 continue
             held_auc = {n: auc(labels[ev], s[ev]) for n, s in scores.items()}
             for rule in rules:
-                name, allowed = servable(scores, rule, sets or {})
+                spec, _, days = rule.partition("%")
+                fit = (fold != held) & (ages < int(days)) if days else fold != held
+                name, allowed = servable(scores, spec, sets or {})
                 d = decide(users[fit], labels[fit], {n: s[fit] for n, s in allowed.items()}, margin,
                            n_resamples=n_resamples, seed=seed, rule=name)
                 out.append({"split": split, "fold": held, "rule": rule, "chosen": d.served,
@@ -155,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="movielens", choices=sorted(DATASETS))
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
     p.add_argument("--rules", nargs="+", default=["margin", "evidence", "se_margin"],
-                   help="guard rules, each optionally NAME@SET: decide among SET's candidates and ECAT only")
+                   help="guard rules, each optionally NAME@SET: decide among SET's candidates and ECAT only, "
+                        "and NAME%%W: decide on the window's newest W days (every choice is then scored on the newest day)")
     p.add_argument("--candidate-sets", default="{}",
                    help='JSON {"SET": [models the guard may serve besides ECAT]} (guard_candidates)')
     p.add_argument("--splits", type=int, default=3, help="fold splits (hash salts) per day")
@@ -180,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = home_config(home, args.data, conf)
         for ds in guard_days(home):
             users, labels, scores = day_scores(ds, cfg, home)
+            ages = day_ages(ds, cfg, home) if any("%" in r for r in args.rules) else None
             day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
-                               args.n_resamples, sets)
+                               args.n_resamples, sets, ages)
             records += [{"home": f"{args.name}/{home.name}" if args.name else home.name, "ds": ds, **r} for r in day]
             chosen = {rule: sorted({r["chosen"] for r in day if r["rule"] == rule}) for rule in args.rules}
             log.info("%s ds=%s: %d validation rows, %d candidates; chosen per rule %s", home.name, ds, len(labels),

@@ -14,7 +14,7 @@ from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.guard import CANDIDATES, candidates, decide, guard, switches
-from bench.guard_rules import crossfit_day
+from bench.guard_rules import crossfit_day, fold_of
 from bench.quality import score_next_day
 from ecat_tasks.inputs import eval_sets, target_rows, validation_window
 from ecat_tasks.metrics import logloss
@@ -113,6 +113,28 @@ def test_a_candidate_set_limits_what_the_rule_can_choose():
     chosen = {(r["rule"], r["fold"]): r["chosen"] for r in out}
     assert {chosen[("margin", f)] for f in (0, 1)} == {"finetune"}
     assert {chosen[("margin@small", f)] for f in (0, 1)} <= {"teacher", "ecat_no_kd", "ecat"}
+
+
+def test_a_window_rule_decides_on_its_newest_days_and_every_rule_is_scored_on_the_newest_day():
+    """bench.guard_rules' ``rule%W`` (the cross-fit that chooses ``guard_window_days``): finetune is far
+    better on the older day, ECAT on the newest; a one-day window serves ECAT, the two-day window
+    finetune, and both are read on the newest day's held-out fold alone."""
+    rng, users, taste, labels = _day(n_users=400)
+    ages = (users >= 100).astype(int)  # users 0-99 validate on the newest day, the rest a day earlier
+    newest = ages == 0
+    scores = {"finetune": _sig(np.where(newest, -taste, taste) + rng.normal(0, 0.3, len(taste))),
+              "ecat": _sig(np.where(newest, taste, -taste) + rng.normal(0, 0.3, len(taste)))}
+    out = crossfit_day(users, labels, scores, ["evidence%1", "evidence%2"], 0.002, splits=1, seed=0,
+                       n_resamples=200, ages=ages)
+    chosen = {(r["rule"], r["fold"]): r["chosen"] for r in out}
+    assert {chosen[("evidence%1", f)] for f in (0, 1)} == {"ecat"}
+    assert {chosen[("evidence%2", f)] for f in (0, 1)} == {"finetune"}
+    fold = fold_of(users, 0)
+    for r in out:
+        assert r["heldout_rows"] == int(((fold == r["fold"]) & newest).sum())
+        assert r["candidates_auc"]["ecat"] > 0.7 > 0.3 > r["candidates_auc"]["finetune"]
+    with pytest.raises(ValueError, match="ages"):
+        crossfit_day(users, labels, scores, ["evidence%1"], 0.002, splits=1, seed=0, n_resamples=200)
 
 
 def test_a_near_tie_goes_to_the_simpler_model():
