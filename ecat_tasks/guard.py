@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import validation_window
+from ecat_tasks.inputs import days_sliced_as_today, validation_window, window_days
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, fit_calibration
 from ecat_tasks.models.continual import load_model
@@ -157,7 +157,13 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     layout.require(model_dir(layout, "ecat", ds))
     names = candidates(ds, cfg, layout)
     reads = cfg.guard_enabled or cfg.serve_calibration
-    frame = validation_window(ds, cfg, layout, cfg.guard_window_days) if reads else pd.DataFrame()
+    window, changed = (days_sliced_as_today(window_days(ds, cfg, layout)[-cfg.guard_window_days:], cfg, layout)
+                       if reads else ([], None))
+    if changed:
+        log.warning("guard ds=%s: the slice settings (seed, validation_by, validation_pct, holdout_pct, holdout_by) "
+                    "changed after %s, whose student trained under others: the window is cut to the %d day(s) since, "
+                    "whose validation rows no model trained on", ds, changed, max(len(window), 1))
+    frame = validation_window(ds, cfg, layout, max(len(window), 1)) if reads else pd.DataFrame()
     users, labels = (frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()) if len(frame) else (None, None)
     scores: dict[str, np.ndarray] = {}
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
@@ -179,7 +185,7 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
                        checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
                        excluded=decision.excluded, comparisons=decision.comparisons, validation_rows=int(len(frame)),
                        validation_metrics=decision.metrics, rule=decision.rule, margin=cfg.guard_margin,
-                       window_days=cfg.guard_window_days)
+                       window_days=max(len(window), 1), slices_changed_after=changed)
     secs = time.perf_counter() - t0
     fallback = f" ({model_kind(decision.served)}; FALLBACK: ECAT not served)" if decision.fallback else ""
     line = (f"guard ds={ds}: serving {decision.served}{fallback} -- "

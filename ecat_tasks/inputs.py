@@ -8,6 +8,7 @@ that should have written it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -21,7 +22,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.daycache import DayCache, string_values
 from ecat_tasks.models.stream import Part, select_ids
-from ecat_tasks.splits import SLICE_KEYS, TargetSplit, split_target, train_mask
+from ecat_tasks.splits import SLICE_KEYS, TargetSplit, slice_settings, split_target, train_mask
 from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
 
 
@@ -134,6 +135,21 @@ def validation_window(ds: str, cfg: EcatConfig, layout: Layout, days: int) -> pd
     (no model trains on a validation row, on any day: every decision may read them)."""
     parts = [target_day(day, cfg, layout).validation for day in window_days(ds, cfg, layout)[-days:]]
     return pd.concat(parts, ignore_index=True)
+
+
+def days_sliced_as_today(days: list[str], cfg: EcatConfig, layout: Layout) -> tuple[list[str], str | None]:
+    """The newest of ``days`` (oldest first) whose student trained under today's slice settings,
+    and the newest day whose student did not (None when none): a changed ``seed``,
+    ``validation_by``, ... re-slices the older days, whose rows that validate now the chain has
+    trained on. A day without a student manifest, or one from before the manifests recorded the
+    settings, counts as today's."""
+    today = json.loads(json.dumps(slice_settings(cfg)))  # as a manifest holds them
+    for i in range(len(days) - 1, -1, -1):
+        path = layout.model("student", days[i]) / MANIFEST
+        recorded = read_manifest(path.parent).get("slices") if path.is_file() else None
+        if recorded is not None and recorded != today:
+            return days[i + 1:], days[i]
+    return days, None
 
 
 def served_decision(ds: str, layout: Layout) -> dict[str, Any] | None:

@@ -133,6 +133,13 @@ def slice_codes(frame: pd.DataFrame, cfg: EcatConfig, cutoffs: Cutoffs | None = 
 
 
 SLICE_KEYS = ("user_id", "sample_id", "ds", "event_ts")  # every column slice_codes may read
+SLICE_SETTINGS = ("seed", "validation_by", "validation_pct", "holdout_pct", "holdout_by")  # every field slice_codes reads
+
+
+def slice_settings(cfg: EcatConfig) -> dict[str, object]:
+    """The config fields that decide which rows of a day validate or are held out. Every model's
+    manifest records them: a chain trained under other settings has trained on rows that validate now."""
+    return {k: getattr(cfg, k) for k in SLICE_SETTINGS}
 
 
 def holdout_mask(frame: pd.DataFrame, cfg: EcatConfig) -> np.ndarray:

@@ -246,6 +246,7 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
     assert manifest["candidates"] == ["target_only", "teacher", "ecat_no_kd", "ecat"]
     assert manifest["checkpoint_dir"] == str(teacher)
     assert manifest["validation_rows"] == len(validation_window(ds, cfg, layout, cfg.guard_window_days)) > 0
+    assert manifest["window_days"] == 1 and manifest["slices_changed_after"] is None  # the lake's one day, sliced as today
     assert [c["switch"] for c in manifest["comparisons"]] == [True, False, False] and manifest["rule"] == "margin"
     line = [r for r in caplog.records if r.getMessage().startswith(f"guard ds={ds}")]
     assert line and line[0].levelname == "WARNING" and "serving teacher (teacher; FALLBACK" in line[0].getMessage()

@@ -206,3 +206,24 @@ def test_held_out_and_validation_rows_never_train_any_model(layout, monkeypatch,
                 assert not leaked_rows, f"{where} trained on {len(leaked_rows)} validation rows"
                 checked_rows += len(target)
     assert target_rows > 0 and checked_rows > 0
+
+
+def test_the_guard_window_starts_after_a_change_of_the_slice_settings(tmp_path: Path) -> None:
+    """A changed seed or slice rule re-slices older days whose rows the chain trained on: the guard
+    reads only the days whose student trained under today's settings (a day before the manifests
+    recorded them counts as today's)."""
+    from ecat_tasks.inputs import days_sliced_as_today
+    from ecat_tasks.splits import slice_settings
+    from ecat_tasks.storage import Layout, write_manifest
+
+    layout, cfg = Layout(tmp_path), tiny_config()
+    days = ["2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
+    ran = {"2026-03-01": slice_settings(cfg.replace(seed=7)), "2026-03-02": slice_settings(cfg.replace(validation_by="user")),
+           "2026-03-03": None, "2026-03-04": slice_settings(cfg)}
+    for ds, slices in ran.items():
+        directory = layout.model("student", ds)
+        directory.mkdir(parents=True)
+        write_manifest(directory, "student_distill", ds, **({"slices": slices} if slices else {}))
+    assert days_sliced_as_today(days, cfg, layout) == (["2026-03-03", "2026-03-04"], "2026-03-02")
+    assert days_sliced_as_today(days, cfg.replace(validation_by="user"), layout) == ([], "2026-03-04")
+    assert days_sliced_as_today(days[2:], cfg, layout) == (days[2:], None)

@@ -29,6 +29,7 @@ from ecat_tasks.models.model import LoadedModel, build_network, load_model
 from ecat_tasks.models.store import checkpoint_arch, find_warm_start, publish
 from ecat_tasks.models.trainer import Phase, Recipe, TrainedModel, TrainHooks, copy_embeddings, train
 from ecat_tasks.spec import spec_of
+from ecat_tasks.splits import slice_settings
 from ecat_tasks.storage import Layout
 
 # load_model is also what a registered champion's pyfunc imports from here
@@ -65,6 +66,7 @@ def fit_day(name: str, ds: str, cfg: EcatConfig, layout: Layout, recipe: Recipe,
         lr=recipe.lr,
         batch_size=max(trained.phase_batches),  # the largest phase's; each phase's is in ``phases``
         seed=cfg.seed,
+        slices=slice_settings(cfg),
         device=str(trained.device),
         seconds=round(time.perf_counter() - t0, 2),
         **(manifest_extra or {}),
