@@ -47,8 +47,8 @@ def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any
         cfg_old = home_config(olds[seed], data, conf_old)
         cfg_new = home_config(news[seed], data, conf_new)
         for ds in sorted(set(guard_days(olds[seed])) & set(guard_days(news[seed]))):
-            users, labels, s_old = day_scores(ds, cfg_old, olds[seed])
-            users_n, labels_n, s_new = day_scores(ds, cfg_new, news[seed])
+            users, labels, s_old, _ = day_scores(ds, cfg_old, olds[seed])
+            users_n, labels_n, s_new, _ = day_scores(ds, cfg_new, news[seed])
             if not (np.array_equal(users, users_n) and np.array_equal(labels, labels_n)):
                 raise SystemExit(f"seed {seed} ds={ds}: the two homes' validation rows differ; not comparable")
             row = {"seed": seed, "ds": ds, "rows": len(labels)}

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
         for ds in guard_days(home):
-            users, labels, scores = day_scores(ds, cfg, home)
+            users, labels, scores, _ = day_scores(ds, cfg, home)
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in {m for pair in pairs for m in pair}:

@@ -73,8 +73,9 @@ def guard_days(home: Path) -> list[str]:
     return Layout(home / "ecat_home").existing_days(f"models/{SERVED_AREA}")
 
 
-def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """The guard's window of validation rows on ``ds`` and every candidate's scores of them (simplest first)."""
+def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """The guard's window of validation rows on ``ds``: users, labels, every candidate's scores
+    (simplest first) and each row's age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it)."""
     from ecat_tasks.config import SERVABLE
     from ecat_tasks.guard import candidates
     from ecat_tasks.inputs import validation_window
@@ -86,17 +87,8 @@ def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, d
     frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
     every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
     scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, every, layout)}
-    return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores
-
-
-def day_ages(ds: str, cfg: Any, home: Path) -> np.ndarray:
-    """Each row of :func:`day_scores`' window (same order): how many days older than the newest day it is (0 = ``ds``'s rows)."""
-    from ecat_tasks.inputs import validation_window
-    from ecat_tasks.storage import Layout
-
-    days = validation_window(ds, cfg, Layout(home / "ecat_home"), cfg.guard_window_days)["ds"].astype(str).to_numpy()
-    uniq, inv = np.unique(days, return_inverse=True)  # ISO dates sort in time order
-    return len(uniq) - 1 - inv
+    days, age = np.unique(frame["ds"].astype(str).to_numpy(), return_inverse=True)  # ISO dates sort in time order
+    return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, len(days) - 1 - age
 
 
 def fold_of(users: np.ndarray, split: int) -> np.ndarray:
@@ -122,7 +114,7 @@ def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.nda
     """Per (split, fold, rule): the rule's choice on the other fold and its AUC on this fold; every
     candidate's AUC on this fold too (fixed choices, for reference). A rule ``name@set`` decides
     among the candidates of ``sets[set]`` and ECAT only (``guard_candidates``). A rule ``name%W``
-    decides on the window's newest W days only (``ages``, :func:`day_ages`; ``guard_window_days``);
+    decides on the window's newest W days only (``ages``, from :func:`day_scores`; ``guard_window_days``);
     when any rule names W, every rule and candidate is scored on the newest day's fold alone, the
     one day strictly after all the models trained on, so windows are compared on the same rows."""
     from ecat_tasks.guard import decide
@@ -205,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         cfg = home_config(home, args.data, conf)
         for ds in guard_days(home):
-            users, labels, scores = day_scores(ds, cfg, home)
-            ages = day_ages(ds, cfg, home) if any("%" in r for r in args.rules) else None
+            users, labels, scores, ages = day_scores(ds, cfg, home)
             day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
                                args.n_resamples, sets, ages)
             records += [{"home": f"{args.name}/{home.name}" if args.name else home.name, "ds": ds, **r} for r in day]

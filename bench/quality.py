@@ -80,6 +80,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from ecat_tasks.splits import SLICE_SETTINGS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 OUT_DIR = ROOT / "bench" / "out"
@@ -355,7 +357,8 @@ def copy_home(home: Path, parent: Path | None) -> Path:
 # Parameters added after homes were kept, with the value every earlier run had: a home that does
 # not record one ran with this, not with today's default.
 LEGACY_PARAMETERS = {"validation_by": "user"}
-SLICE_FIELDS = ("validation_by", "validation_pct", "holdout_pct", "holdout_by")  # which rows validate
+# which rows validate (splits.SLICE_SETTINGS), less the seed: a kept home's comes from its directory name
+SLICE_FIELDS = tuple(k for k in SLICE_SETTINGS if k != "seed")
 
 
 def recorded_parameters(layout: Any, day: str) -> dict[str, Any] | None:
