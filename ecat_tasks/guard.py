@@ -159,11 +159,12 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     reads = cfg.guard_enabled or cfg.serve_calibration
     window, changed = (days_sliced_as_today(window_days(ds, cfg, layout)[-cfg.guard_window_days:], cfg, layout)
                        if reads else ([], None))
+    n_days = max(len(window), 1)  # today's rows at least
     if changed:
         log.warning("guard ds=%s: the slice settings (seed, validation_by, validation_pct, holdout_pct, holdout_by) "
                     "changed after %s, whose student trained under others: the window is cut to the %d day(s) since, "
-                    "whose validation rows no model trained on", ds, changed, max(len(window), 1))
-    frame = validation_window(ds, cfg, layout, max(len(window), 1)) if reads else pd.DataFrame()
+                    "whose validation rows no model trained on", ds, changed, n_days)
+    frame = validation_window(ds, cfg, layout, n_days) if reads else pd.DataFrame()
     users, labels = (frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()) if len(frame) else (None, None)
     scores: dict[str, np.ndarray] = {}
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
@@ -185,7 +186,7 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
                        checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
                        excluded=decision.excluded, comparisons=decision.comparisons, validation_rows=int(len(frame)),
                        validation_metrics=decision.metrics, rule=decision.rule, margin=cfg.guard_margin,
-                       window_days=max(len(window), 1), slices_changed_after=changed)
+                       window_days=n_days, slices_changed_after=changed)
     secs = time.perf_counter() - t0
     fallback = f" ({model_kind(decision.served)}; FALLBACK: ECAT not served)" if decision.fallback else ""
     line = (f"guard ds={ds}: serving {decision.served}{fallback} -- "
