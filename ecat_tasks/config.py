@@ -102,6 +102,7 @@ class EcatConfig:
     min_steps_per_epoch: int = _f(256, "Optimiser steps per epoch a phase keeps before its batch grows beyond batch_size (see max_batch_size).", minimum=1, maximum=1_000_000)
     teacher_batch_size: int = _f(1024, "Mini-batch size of the teacher, which trains on the whole entire space every day (per-step costs, such as Adam's dense update of every embedding row, are paid once per batch; chosen on validation, bench/RESULTS.md issue 16).", minimum=16, maximum=131_072)
     shuffle_buffer_rows: int = _f(1_048_576, "Training reads the lake in blocks of this many rows and shuffles within a block (bounds memory); a phase that fits in one block is encoded once and shuffled whole each epoch.", minimum=1_024, maximum=100_000_000)
+    user_dropout: float = _f(0.0, "Share of every model's training rows (a salted hash of the row) that train as if their user were unseen (the unseen-id row instead of the user's own), so a model learns what to predict for a user it never trained on: most of MovieLens' next-day rows. 0 = none.", minimum=0.0, maximum=0.9)
     student_init_from_teacher: bool = _f(False, "Student embeddings (and vocabularies) start from the teacher's rows of the same ids. Off: chosen on the validation slice (bench/RESULTS.md, issue 14: the initialisation cost 0.010 AUC on synthetic and was level on MovieLens); the ablation teacher_init trains it on.")
     # --- distillation -------------------------------------------------------------------
     kd_enabled: bool = _f(True, "Distil the teacher into the student.")

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.models.data import Batchable, ColumnStats, Encoders, Vocabulary
+from ecat_tasks.models.data import Batchable, ColumnStats, Encoders, Vocabulary, drop_user_ids
 from ecat_tasks.models.model import SCENARIO_KINDS, LoadedModel, build_network, scenario_codes
 from ecat_tasks.models.store import WarmStart
 from ecat_tasks.models.stream import LakeStream, Part
@@ -197,7 +197,9 @@ def train(recipe: Recipe, warm: WarmStart, cfg: EcatConfig, name: str, features:
     loss_fn = recipe.hooks.loss(model, extras)
 
     def encode(frame: pd.DataFrame, weight: np.ndarray, const: dict[str, np.ndarray]) -> Batchable:
-        return loaded.batchable(frame, cfg.label, weight, **const, **recipe.hooks.inputs(loaded, frame))
+        data = loaded.batchable(frame, cfg.label, weight, **const, **recipe.hooks.inputs(loaded, frame))
+        drop_user_ids(data, frame, enc, cfg.user_dropout, cfg.seed)
+        return data
 
     losses: list[float] = []
     phase_rows = [len(s) for s in streams]
