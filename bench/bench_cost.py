@@ -17,7 +17,12 @@ each model of the measured day warm-starts from its own checkpoint (the teacher'
 ``teacher_warm_epochs``, a cold start ``teacher_epochs``).
 
 ``--e2e`` also runs the same day through Airflow (``airflow dags test``, in a fresh
-AIRFLOW_HOME) and reports its wall time: the figure an operator sees.
+AIRFLOW_HOME) and reports its wall time: the figure an operator sees. ``dags test`` runs one
+task at a time; ``--slots N`` runs the day through the scheduler instead (LocalExecutor with N
+task slots, the api-server and dag-processor beside it, as ``tests/integration`` starts them),
+so N mapped comparison models train at once, as on a deployment's workers:
+
+    python -m bench.bench_cost --sizes 1000000 --warm --slots 2 --conf '{"torch_threads": 1}'
 """
 
 from __future__ import annotations
@@ -105,7 +110,7 @@ def _seed_args(rows: int, home: Path, warm: bool) -> list[str]:
 
 
 def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, comparisons: bool,
-               warm: bool = False) -> dict[str, Any]:
+               warm: bool = False, slots: int = 0, steps: bool = True) -> dict[str, Any]:
     """Every step of one day at ``rows`` rows; comparison models (one task each) unless ``comparisons`` is off.
 
     ``warm``: the day before runs first, unmeasured (see the module docstring)."""
@@ -139,6 +144,8 @@ def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, compar
               "peak_mb": max(s["peak_mb"] for s in steps)}
     if e2e:
         result["e2e_seconds"] = dags_test(rows, conf, workdir / f"e2e_{rows}", warm)
+    if slots:
+        result["scheduler"] = scheduler_day(rows, conf, workdir / f"scheduler_{rows}", warm, slots)
     return result
 
 
@@ -162,6 +169,30 @@ def dags_test(rows: int, conf: dict[str, Any], home: Path, warm: bool = False) -
         if out.returncode != 0 or "state=success" not in out.stdout + out.stderr:
             raise RuntimeError(f"airflow dags test {ds} failed:\n{(out.stdout + out.stderr)[-3000:]}")
     return seconds
+
+
+def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots: int) -> dict[str, Any]:
+    """One day through the scheduler with ``slots`` task slots (``warm``: of the second of two days,
+    run as one backfill): the run's wall time as the metadata DB records it, and how many of its
+    comparison models trained at once at most."""
+    sys.path.insert(0, str(ROOT))
+    from tests.integration.airflow_harness import AirflowStack, parse_db_time
+
+    stack = AirflowStack(home, parallelism=slots)
+    _child(_seed_args(rows, stack.warehouse.parent, warm), _env(stack.warehouse.parent))
+    stack.migrate()
+    days = ([DS_BEFORE] if warm else []) + [DS]
+    with stack.running():
+        stack.wait_for_dag("ecat_daily")
+        stack.create_backfill("ecat_daily", "--from-date", days[0], "--to-date", DS, "--reprocess-behavior",
+                              "completed", "--max-active-runs", "1", "--dag-run-conf", json.dumps(conf))
+        run = stack.wait_for_runs("ecat_daily", days, timeout=6 * 3600)[DS]
+        tis = stack.task_instances("ecat_daily", DS)
+    spans = [(parse_db_time(t["start_date"]), parse_db_time(t["end_date"])) for t in tis
+             if t["task_id"] == "train_comparison" and t["start_date"] and t["end_date"]]
+    together = max((sum(1 for s, e in spans if s <= start < e) for start, _ in spans), default=0)
+    seconds = (parse_db_time(run["end_date"]) - parse_db_time(run["start_date"])).total_seconds()
+    return {"slots": slots, "seconds": seconds, "comparison_models_at_once": together}
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -193,6 +224,10 @@ def table(results: list[dict[str, Any]]) -> str:
     lines.append("| full day with process start and imports | " + " | ".join(
         f"{r['total_process_seconds']:.0f}" if r["comparisons"] else "-" for r in results) + " |")
     lines.append("| peak RSS of any task, MB | " + " | ".join(f"{r['peak_mb']:,.0f}" for r in results) + " |")
+    if any("scheduler" in r for r in results):
+        lines.append("| one day through the scheduler (task slots; comparison models at once) | " + " | ".join(
+            f"{r['scheduler']['seconds']:.0f} ({r['scheduler']['slots']}; {r['scheduler']['comparison_models_at_once']})"
+            if "scheduler" in r else "-" for r in results) + " |")
     if any("e2e_seconds" in r for r in results):
         lines.append("| one day through `airflow dags test` | "
                      + " | ".join(f"{r['e2e_seconds']:.0f}" if "e2e_seconds" in r else "-" for r in results) + " |")
@@ -246,6 +281,8 @@ def main(argv: list[str] | None = None) -> None:
                              "and no other comparison model")
     parser.add_argument("--warm", action="store_true",
                         help="measure a warm-start day: the day before (every step) runs first, unmeasured")
+    parser.add_argument("--slots", type=int, default=0,
+                        help="also time the day through the scheduler with this many task slots (LocalExecutor)")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)
     parser.add_argument("--ds", default=DS, help=argparse.SUPPRESS)
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
@@ -276,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
             results = []
             for rows in args.sizes:
                 results.append(bench_size(rows, conf, Path(tmp), args.e2e and rows == 1_000_000, not args.no_comparisons,
-                                          args.warm))
+                                          args.warm, args.slots))
                 print(f"{rows:,} rows done: {results[-1]['total_step_seconds']:.0f}s of steps", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
     p.add_argument("--pairs", nargs="+", required=True, help="a:b, the lift of model a over model b")
     p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--unseen-share", default="0", help="share of the validation users scored as users no model "
+                   "knows (fresh ids), or 'auto': the share of each day's target rows from new users that the "
+                   "training days show (bench.guard_rules.unseen_user_share); the next day's rows are never read")
     args = p.parse_args(argv)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     days: dict[tuple, list] = {pair: [] for pair in pairs}
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
         for ds in guard_days(home):
-            users, labels, scores, _ = day_scores(ds, cfg, home)
+            users, labels, scores, _ = day_scores(ds, cfg, home, args.unseen_share if args.unseen_share == "auto" else float(args.unseen_share))
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in {m for pair in pairs for m in pair}:

@@ -73,9 +73,44 @@ def guard_days(home: Path) -> list[str]:
     return Layout(home / "ecat_home").existing_days(f"models/{SERVED_AREA}")
 
 
-def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+UNSEEN_SALT = 104_729  # which validation users a view scores as unseen: independent of the folds' and slices' hashes
+
+
+def unseen_user_share(layout: Any, ds: str) -> float:
+    """Share of each day's target rows, up to ``ds``, whose user no earlier day's lake holds
+    (source or target), averaged over those days: how much of a next day comes from users no
+    model trained on, as the training days show it (the next day's rows are never read)."""
+    import pandas as pd
+
+    seen: set = set()
+    shares = []
+    days = sorted(p.name[3:] for p in (layout.root / "lake").glob("ds=*") if (p / "target" / "_manifest.json").is_file())
+    for day in [d for d in days if d <= ds]:
+        target = pd.read_parquet(layout.lake("target", day), columns=["user_id"])["user_id"]
+        if seen:
+            shares.append(float((~target.isin(seen)).mean()))
+        seen |= set(target) | set(pd.read_parquet(layout.lake("source", day), columns=["user_id"])["user_id"])
+    return float(np.mean(shares)) if shares else 0.0
+
+
+def as_unseen(frame: Any, share: float, seed: int) -> Any:
+    """``frame`` with a ``share`` of its users (a salted hash of the user) given fresh ids no model knows:
+    those rows are scored as a new user's, which a validation slice of trained users never holds."""
+    from ecat_tasks.splits import salted_hash
+
+    users = frame["user_id"].to_numpy()
+    pick = salted_hash(users, UNSEEN_SALT + seed) < np.uint64(min(share, 1.0) * float(2**64 - 1))
+    out = frame.copy()
+    out["user_id"] = np.where(pick, -(np.abs(users) + 1) - 2**40, users)  # negative: never a real id here
+    return out
+
+
+def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
+               ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """The guard's window of validation rows on ``ds``: users, labels, every candidate's scores
-    (simplest first) and each row's age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it)."""
+    (simplest first) and each row's age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it).
+    ``unseen``: the share of the window's users scored as users no model knows (:func:`as_unseen`),
+    or ``"auto"``: the share the training days show (:func:`unseen_user_share`)."""
     from ecat_tasks.config import SERVABLE
     from ecat_tasks.guard import candidates
     from ecat_tasks.inputs import validation_window
@@ -85,6 +120,9 @@ def day_scores(ds: str, cfg: Any, home: Path) -> tuple[np.ndarray, np.ndarray, d
 
     layout = Layout(home / "ecat_home")
     frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
+    share = unseen_user_share(layout, ds) if unseen == "auto" else float(unseen)
+    if share > 0:
+        frame = as_unseen(frame, share, cfg.seed)
     every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
     scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, every, layout)}
     days, age = np.unique(frame["ds"].astype(str).to_numpy(), return_inverse=True)  # ISO dates sort in time order
