@@ -31,7 +31,7 @@ def _by_seed(homes: list[Path]) -> dict[int, Path]:
 
 
 def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any], conf_new: dict[str, Any],
-            models: list[str], n_resamples: int, against: list[str] = ()) -> dict[str, Any]:
+            models: list[str], n_resamples: int, against: list[str] = (), unseen: float | str = 0.0) -> dict[str, Any]:
     """Per model, new against old; and the new homes' first model against each of ``against`` in the
     old homes (a configuration that trains one model, judged against the others the old homes trained)."""
     from ecat_tasks.metrics import auc, logloss, pooled_bootstrap_lift
@@ -47,8 +47,8 @@ def compare(old: list[Path], new: list[Path], data: str, conf_old: dict[str, Any
         cfg_old = home_config(olds[seed], data, conf_old)
         cfg_new = home_config(news[seed], data, conf_new)
         for ds in sorted(set(guard_days(olds[seed])) & set(guard_days(news[seed]))):
-            users, labels, s_old, _ = day_scores(ds, cfg_old, olds[seed])
-            users_n, labels_n, s_new, _ = day_scores(ds, cfg_new, news[seed])
+            users, labels, s_old, _ = day_scores(ds, cfg_old, olds[seed], unseen)
+            users_n, labels_n, s_new, _ = day_scores(ds, cfg_new, news[seed], unseen)
             if not (np.array_equal(users, users_n) and np.array_equal(labels, labels_n)):
                 raise SystemExit(f"seed {seed} ds={ds}: the two homes' validation rows differ; not comparable")
             row = {"seed": seed, "ds": ds, "rows": len(labels)}
@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None) -> None:
                    help="also: the new homes' first --models model against these models of the old homes")
     p.add_argument("--n-resamples", type=int, default=1000)
     p.add_argument("--json", type=Path)
+    p.add_argument("--unseen-share", default="0", help="as bench.compare_models: a share of the validation users "
+                   "scored as users no model knows, or 'auto'")
     args = p.parse_args(argv)
+    unseen = args.unseen_share if args.unseen_share == "auto" else float(args.unseen_share)
     result = compare(args.old, args.new, args.data, json.loads(args.conf_old), json.loads(args.conf_new),
-                     args.models, args.n_resamples, args.against)
+                     args.models, args.n_resamples, args.against, unseen)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float))
     print(f"{args.data}: seeds {result['seeds']}, {len(result['per_day'])} (seed, day) pairs of validation windows")

@@ -172,3 +172,32 @@ def test_a_home_kept_before_validation_by_is_read_under_the_user_slice(monkeypat
     assert quality.recorded_parameters(None, "2026-03-01")["validation_by"] == "time"
     monkeypatch.setattr(report, "read_report", lambda layout, day: None)
     assert quality.recorded_parameters(None, "2026-03-01") is None
+
+
+def test_the_unseen_view_scores_whole_users_as_new_and_the_share_comes_from_training_days(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from bench.guard_rules import as_unseen, unseen_user_share
+    from ecat_tasks.storage import Layout
+
+    frame = pd.DataFrame({"user_id": np.repeat(np.arange(400), 3), "click": 0})
+    view = as_unseen(frame, 0.7, seed=3)
+    moved = view["user_id"].to_numpy() != frame["user_id"].to_numpy()
+    assert 0.6 < moved.mean() < 0.8
+    assert not np.isin(view["user_id"][moved], frame["user_id"]).any()  # ids no model knows
+    assert (view.groupby(frame["user_id"])["user_id"].nunique() == 1).all()  # a user moves whole, keeps one id
+    assert view["user_id"].equals(as_unseen(frame, 0.7, seed=3)["user_id"])  # the same users on every call
+    assert (as_unseen(frame, 0.0, seed=3)["user_id"] == frame["user_id"]).all()
+
+    layout = Layout(tmp_path)
+    days = {"2026-01-01": ([1, 2], [1, 2, 3]), "2026-01-02": ([1, 4, 4, 5], [6]), "2026-01-03": ([7, 6], [])}
+    for ds, (target, source) in days.items():
+        for domain, users in (("target", target), ("source", source)):
+            path = layout.lake(domain, ds)
+            path.mkdir(parents=True)
+            pd.DataFrame({"user_id": np.array(users, np.int64)}).to_parquet(path / "part-00000.parquet")
+            (path / "_manifest.json").write_text("{}")
+    assert unseen_user_share(layout, "2026-01-01") == 0.0  # no earlier day: nothing to say
+    assert unseen_user_share(layout, "2026-01-02") == 0.75  # 4, 4, 5 are new; 1 was seen
+    assert unseen_user_share(layout, "2026-01-03") == (0.75 + 0.5) / 2  # 7 new, 6 seen in day 2's source
