@@ -130,7 +130,7 @@ class EcatConfig:
     device: str = _f("cpu", "Torch device for training: cpu, cuda or cuda:N.", pattern="^(cpu|cuda(:[0-9]+)?)$")
     health_min_pred_std: float = _f(1e-4, "A trained model whose validation predictions have a smaller standard deviation is constant: not published.", minimum=0.0, maximum=0.5)
     deterministic: bool = _f(True, "Deterministic kernels on CPU and CUDA (a rerun reproduces its checkpoints); off allows faster non-deterministic CUDA kernels.")
-    torch_threads: int = _f(0, "Torch intra-op threads; 0 keeps torch's default.", minimum=0, maximum=256)
+    torch_threads: int = _f(1, "Torch intra-op threads of each training task; 0 keeps torch's default (one per core). One: a task's small kernels gain nothing from a second thread, whose barrier waits for a free core on a busy worker (a training step took 2-6x as long on 2 cores; bench/RESULTS.md, issue 16), tasks run side by side instead, and a checkpoint does not depend on the worker's core count.", minimum=0, maximum=256)
 
     def __post_init__(self) -> None:
         if self.label_rate_min > self.label_rate_max:

@@ -40,9 +40,9 @@ DAG_ID = "ecat_daily"
 D1, D2, D3 = DAYS = ("2026-11-01", "2026-11-02", "2026-11-03")
 ROWS = 30_000
 # The smallest run that still trains every chain: one baseline, no ablations, one epoch of
-# large batches. torch_threads stays at its default (several threads), so a re-run only
+# large batches. torch_threads 0 (torch's default: one per core), so a re-run only
 # reproduces a checkpoint when training is deterministic with parallel kernels.
-CONF = {"baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "student_epochs": 1,
+CONF = {"torch_threads": 0, "baselines": ["target_only"], "ablations": [], "teacher_epochs": 1, "student_epochs": 1,
         "reweight_epochs": 1, "batch_size": 2048, "teacher_batch_size": 2048, "teacher_hidden": [32, 16], "student_hidden": [16, 8],
         "walks_per_seed": 2}
 MODELS = ("teacher", "student", "target_only")  # every continual chain the run conf trains
