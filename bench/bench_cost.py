@@ -110,7 +110,7 @@ def _seed_args(rows: int, home: Path, warm: bool) -> list[str]:
 
 
 def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, comparisons: bool,
-               warm: bool = False, slots: int = 0, steps: bool = True) -> dict[str, Any]:
+               warm: bool = False, slots: int = 0) -> dict[str, Any]:
     """Every step of one day at ``rows`` rows; comparison models (one task each) unless ``comparisons`` is off.
 
     ``warm``: the day before runs first, unmeasured (see the module docstring)."""
