@@ -179,7 +179,7 @@ def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots
     from tests.integration.airflow_harness import AirflowStack, parse_db_time
 
     stack = AirflowStack(home, parallelism=slots)
-    _child(_seed_args(rows, stack.warehouse.parent, warm), _env(stack.warehouse.parent))
+    _child(_seed_args(rows, stack.ecat_home, warm), _env(stack.ecat_home))
     stack.migrate()
     days = ([DS_BEFORE] if warm else []) + [DS]
     with stack.running():

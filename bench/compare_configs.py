@@ -85,9 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--unseen-share", default="0", help="as bench.compare_models: a share of the validation users "
                    "scored as users no model knows, or 'auto'")
     args = p.parse_args(argv)
-    unseen = args.unseen_share if args.unseen_share == "auto" else float(args.unseen_share)
     result = compare(args.old, args.new, args.data, json.loads(args.conf_old), json.loads(args.conf_new),
-                     args.models, args.n_resamples, args.against, unseen)
+                     args.models, args.n_resamples, args.against, args.unseen_share)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=float))
     print(f"{args.data}: seeds {result['seeds']}, {len(result['per_day'])} (seed, day) pairs of validation windows")

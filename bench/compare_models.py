@@ -34,14 +34,13 @@ def main(argv: list[str] | None = None) -> None:
                    "knows (fresh ids), or 'auto': the share of each day's target rows from new users that the "
                    "training days show (bench.guard_rules.unseen_user_share); the next day's rows are never read")
     args = p.parse_args(argv)
-    unseen = args.unseen_share if args.unseen_share == "auto" else float(args.unseen_share)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     days: dict[tuple, list] = {pair: [] for pair in pairs}
     level: dict[str, list[tuple[float, float]]] = {}
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
         for ds in guard_days(home):
-            users, labels, scores, _ = day_scores(ds, cfg, home, unseen)
+            users, labels, scores, _ = day_scores(ds, cfg, home, args.unseen_share)
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in {m for pair in pairs for m in pair}:

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.quality import DATASETS, OUT_DIR, SLICE_FIELDS, home_seed, recorded_parameters
+from bench.quality import DATASETS, OUT_DIR, SLICE_FIELDS, home_days, home_seed, recorded_parameters
 
 log = logging.getLogger("bench.guard_rules")
 
@@ -76,16 +76,18 @@ def guard_days(home: Path) -> list[str]:
 UNSEEN_SALT = 104_729  # which validation users a view scores as unseen: independent of the folds' and slices' hashes
 
 
-def unseen_user_share(layout: Any, ds: str) -> float:
+def unseen_user_share(home: Path, ds: str) -> float:
     """Share of each day's target rows, up to ``ds``, whose user no earlier day's lake holds
     (source or target), averaged over those days: how much of a next day comes from users no
     model trained on, as the training days show it (the next day's rows are never read)."""
     import pandas as pd
 
+    from ecat_tasks.storage import Layout
+
+    layout = Layout(home / "ecat_home")
     seen: set = set()
     shares = []
-    days = sorted(p.name[3:] for p in (layout.root / "lake").glob("ds=*") if (p / "target" / "_manifest.json").is_file())
-    for day in [d for d in days if d <= ds]:
+    for day in [d for d in home_days(home) if d <= ds]:
         target = pd.read_parquet(layout.lake("target", day), columns=["user_id"])["user_id"]
         if seen:
             shares.append(float((~target.isin(seen)).mean()))
@@ -120,7 +122,7 @@ def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
 
     layout = Layout(home / "ecat_home")
     frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
-    share = unseen_user_share(layout, ds) if unseen == "auto" else float(unseen)
+    share = unseen_user_share(home, ds) if unseen == "auto" else float(unseen)
     if share > 0:
         frame = as_unseen(frame, share, cfg.seed)
     every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not

@@ -551,9 +551,9 @@ def section_key(args: argparse.Namespace) -> str:
 
 def section_text(args: argparse.Namespace, runs: list[dict[str, Any]], lift: dict[str, dict[str, Any]],
                  conf: dict[str, Any], wall: float, command: str) -> str:
-    facts = machine_facts()
     from ecat_tasks.config import EcatConfig
 
+    facts = machine_facts()
     threads = EcatConfig.from_mapping(conf, env={}).torch_threads  # what each training task ran with
     facts["torch_threads"] = str(threads or facts["torch_threads"])
     per_seed = ", ".join(f"{r['seconds'] / 60:.1f}" for r in runs)

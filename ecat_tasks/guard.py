@@ -50,6 +50,7 @@ from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, fit_calibration
 from ecat_tasks.models.continual import load_model
 from ecat_tasks.report import checkpoint_checksum, model_dir, model_kind
+from ecat_tasks.splits import SLICE_SETTINGS
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, write_manifest
 
 log = logging.getLogger(__name__)
@@ -161,9 +162,9 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
                        if reads else ([], None))
     n_days = max(len(window), 1)  # today's rows at least
     if changed:
-        log.warning("guard ds=%s: the slice settings (seed, validation_by, validation_pct, holdout_pct, holdout_by) "
-                    "changed after %s, whose student trained under others: the window is cut to the %d day(s) since, "
-                    "whose validation rows no model trained on", ds, changed, n_days)
+        log.warning("guard ds=%s: the slice settings (%s) changed after %s, whose student trained under others: the "
+                    "window is cut to the %d day(s) since, whose validation rows no model trained on",
+                    ds, ", ".join(SLICE_SETTINGS), changed, n_days)
     frame = validation_window(ds, cfg, layout, n_days) if reads else pd.DataFrame()
     users, labels = (frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()) if len(frame) else (None, None)
     scores: dict[str, np.ndarray] = {}

@@ -145,8 +145,8 @@ def days_sliced_as_today(days: list[str], cfg: EcatConfig, layout: Layout) -> tu
     settings, counts as today's."""
     today = json.loads(json.dumps(slice_settings(cfg)))  # as a manifest holds them
     for i in range(len(days) - 1, -1, -1):
-        path = layout.model("student", days[i]) / MANIFEST
-        recorded = read_manifest(path.parent).get("slices") if path.is_file() else None
+        student = layout.model("student", days[i])
+        recorded = read_manifest(student).get("slices") if (student / MANIFEST).is_file() else None
         if recorded is not None and recorded != today:
             return days[i + 1:], days[i]
     return days, None

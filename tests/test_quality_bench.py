@@ -190,7 +190,7 @@ def test_the_unseen_view_scores_whole_users_as_new_and_the_share_comes_from_trai
     assert view["user_id"].equals(as_unseen(frame, 0.7, seed=3)["user_id"])  # the same users on every call
     assert (as_unseen(frame, 0.0, seed=3)["user_id"] == frame["user_id"]).all()
 
-    layout = Layout(tmp_path)
+    layout = Layout(tmp_path / "ecat_home")
     days = {"2026-01-01": ([1, 2], [1, 2, 3]), "2026-01-02": ([1, 4, 4, 5], [6]), "2026-01-03": ([7, 6], [])}
     for ds, (target, source) in days.items():
         for domain, users in (("target", target), ("source", source)):
@@ -198,6 +198,6 @@ def test_the_unseen_view_scores_whole_users_as_new_and_the_share_comes_from_trai
             path.mkdir(parents=True)
             pd.DataFrame({"user_id": np.array(users, np.int64)}).to_parquet(path / "part-00000.parquet")
             (path / "_manifest.json").write_text("{}")
-    assert unseen_user_share(layout, "2026-01-01") == 0.0  # no earlier day: nothing to say
-    assert unseen_user_share(layout, "2026-01-02") == 0.75  # 4, 4, 5 are new; 1 was seen
-    assert unseen_user_share(layout, "2026-01-03") == (0.75 + 0.5) / 2  # 7 new, 6 seen in day 2's source
+    assert unseen_user_share(tmp_path, "2026-01-01") == 0.0  # no earlier day: nothing to say
+    assert unseen_user_share(tmp_path, "2026-01-02") == 0.75  # 4, 4, 5 are new; 1 was seen
+    assert unseen_user_share(tmp_path, "2026-01-03") == (0.75 + 0.5) / 2  # 7 new, 6 seen in day 2's source

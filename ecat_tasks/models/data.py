@@ -24,7 +24,7 @@ import torch
 
 from ecat_tasks.errors import PermanentError
 from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec, SparseFeature
-from ecat_tasks.splits import splitmix64
+from ecat_tasks.splits import salted_hash, splitmix64
 
 
 def bucket_hash(raw: np.ndarray) -> np.ndarray:
@@ -427,9 +427,8 @@ def drop_user_ids(data: Batchable, frame: pd.DataFrame, enc: Encoders, rate: flo
     names = enc.spec.sparse_names
     if rate <= 0 or column not in names or not len(frame):
         return 0
-    keys = pd.util.hash_pandas_object(frame[names], index=False).to_numpy().astype(np.uint64)
-    salt = splitmix64(np.array([seed ^ USER_DROPOUT_SALT], dtype=np.uint64))[0]
-    drop = splitmix64(keys ^ salt) < np.uint64(min(rate, 1.0) * float(2**64 - 1))
+    keys = pd.util.hash_pandas_object(frame[names], index=False).to_numpy()
+    drop = salted_hash(keys, seed ^ USER_DROPOUT_SALT) < np.uint64(min(rate, 1.0) * float(2**64 - 1))
     col = names.index(column)
     rows = torch.from_numpy(np.flatnonzero(drop)).to(data.sparse.device)
     data.sparse[rows, col] = torch.from_numpy(enc.vocabs[column].unseen_rows(frame[column].to_numpy()[drop])).to(data.sparse)
