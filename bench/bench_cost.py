@@ -31,6 +31,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -171,14 +172,15 @@ def dags_test(rows: int, conf: dict[str, Any], home: Path, warm: bool = False) -
     return seconds
 
 
-def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots: int) -> dict[str, Any]:
+def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots: int,
+                  executor: str | None = None) -> dict[str, Any]:
     """One day through the scheduler with ``slots`` task slots (``warm``: of the second of two days,
     run as one backfill): the run's wall time as the metadata DB records it, and how many of its
     comparison models trained at once at most."""
     sys.path.insert(0, str(ROOT))
     from tests.integration.airflow_harness import AirflowStack, parse_db_time
 
-    stack = AirflowStack(home, parallelism=slots)
+    stack = AirflowStack(home, parallelism=slots, extra_env={"AIRFLOW__CORE__EXECUTOR": executor} if executor else None)
     _child(_seed_args(rows, stack.ecat_home, warm), _env(stack.ecat_home))
     stack.migrate()
     days = ([DS_BEFORE] if warm else []) + [DS]
@@ -192,7 +194,40 @@ def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots
              if t["task_id"] == "train_comparison" and t["start_date"] and t["end_date"]]
     together = max((sum(1 for s, e in spans if s <= start < e) for start, _ in spans), default=0)
     seconds = (parse_db_time(run["end_date"]) - parse_db_time(run["start_date"])).total_seconds()
-    return {"slots": slots, "seconds": seconds, "comparison_models_at_once": together}
+    return {"slots": slots, "seconds": seconds, "comparison_models_at_once": together,
+            "executor": stack.env["AIRFLOW__CORE__EXECUTOR"],
+            "task_seconds": {_ti_name(t): (parse_db_time(t["end_date"]) - parse_db_time(t["start_date"])).total_seconds()
+                             for t in tis if t["start_date"] and t["end_date"]}}
+
+
+def _ti_name(ti: Any) -> str:
+    """A task instance's name: the task id, with the map index of a mapped one."""
+    return ti["task_id"] if int(ti["map_index"]) < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+
+
+def compare_executors(sizes: list[int], conf: dict[str, Any], executors: list[str], slots: int, warm: bool,
+                      repeats: int, out: Path | None) -> None:
+    """The same day through the scheduler under each executor, alternating (A B A B ...), so a
+    shared machine's load falls on both alike; prints each run and the mean per executor."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="ecat-bench-executors-") as tmp:
+        for rows in sizes:
+            for round_ in range(repeats):
+                for executor in executors:
+                    home = Path(tmp) / f"{rows}_{round_}_{executor.rsplit('.', 1)[-1]}"
+                    run = {"rows": rows, "round": round_, **scheduler_day(rows, conf, home, warm, slots, executor)}
+                    shutil.rmtree(home, ignore_errors=True)
+                    runs.append(run)
+                    print(f"{rows:,} rows, round {round_}, {executor}: {run['seconds']:.1f}s "
+                          f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+    if out:
+        out.write_text(json.dumps(runs, indent=2))
+    for rows in sizes:
+        seconds = {e: [r["seconds"] for r in runs if r["rows"] == rows and r["executor"] == e] for e in executors}
+        means = {e: sum(s) / len(s) for e, s in seconds.items()}
+        print(f"{rows:,} rows, {slots} slots, {'warm' if warm else 'cold'} day, {repeats} round(s): "
+              + "; ".join(f"{e} {s:.1f}s" for e, s in means.items())
+              + (f"; ratio {means[executors[1]] / means[executors[0]]:.3f}" if len(executors) == 2 else ""))
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -283,6 +318,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="measure a warm-start day: the day before (every step) runs first, unmeasured")
     parser.add_argument("--slots", type=int, default=0,
                         help="also time the day through the scheduler with this many task slots (LocalExecutor)")
+    parser.add_argument("--executors", nargs="+", metavar="EXECUTOR",
+                        help="no steps: only the day through the scheduler (--slots, default 2), once per executor "
+                             "class, alternating over --repeats rounds (e.g. LocalExecutor "
+                             "ecat_tasks.warm_workers.WarmLocalExecutor: cold against warm workers)")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of --executors")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)
     parser.add_argument("--ds", default=DS, help=argparse.SUPPRESS)
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
@@ -304,6 +344,9 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one_step(args.one_step, args.ds, args.home, conf)))
         return
 
+    if args.executors:
+        compare_executors(args.sizes, conf, args.executors, args.slots or 2, args.warm, args.repeats, args.json)
+        return
     if args.merge:
         results = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
     else:

@@ -43,7 +43,9 @@ AIRFLOW="$ROOT/.venv/bin/airflow"
 STATE_FILE="${TMPDIR:-/tmp}/ecat-celery-integration.last"
 
 say() { printf '[celery-it %(%H:%M:%S)T] %s\n' -1 "$*"; }
-die() { say "FAILED: $*" >&2; exit 1; }
+FAILURE=""  # why the run failed, repeated as the last line after the diagnostics (CI shows only a tail)
+die() { FAILURE="$*"; say "FAILED: $*" >&2; exit 1; }
+check_failed() { CHECK_FAILURES+=("$*"); say "  $*"; errors=$((errors + 1)); }
 
 # Nothing inherited may point this throwaway stack at another deployment's DB or data.
 for v in $(compgen -e); do case "$v" in AIRFLOW*|ECAT_*) unset "$v" ;; esac; done
@@ -205,6 +207,7 @@ cleanup() {
   fi
   rm -f "$STATE_FILE"
   say "wall time $(( $(date +%s) - T0 ))s; exit $rc"
+  [ $rc -ne 0 ] && say "FAILED: ${FAILURE:-exit status $rc (no check named a reason)}" >&2
   exit $rc
 }
 trap cleanup EXIT
@@ -285,6 +288,8 @@ export AIRFLOW__CORE__EXECUTOR=CeleryExecutor
 export AIRFLOW__CELERY__BROKER_URL="redis://:$REDIS_PASS@127.0.0.1:$REDIS_PORT/0"
 export AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql+psycopg2://$PG_URL/airflow"
 export AIRFLOW__CELERY__WORKER_CONCURRENCY=2
+# Workers import torch, DGL, GX and MLflow once, before they fork their pool (ecat_tasks.warm_workers).
+export AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS=ecat_tasks.warm_workers.CELERY_CONFIG
 # Longer than any task's execution_timeout (2 h), so the broker never redelivers a running task.
 export AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT=21600
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL="http://127.0.0.1:$API_PORT/execution/"
@@ -383,25 +388,30 @@ done
 
 # --- checks -------------------------------------------------------------------------------
 say "checking where each task ran"
-printf '%-18s %-8s %-8s %s\n' TASK STATE QUEUE HOSTNAME
+printf '%-18s %-8s %-8s %-20s %s\n' TASK STATE QUEUE HOSTNAME 'START - END (UTC)'
 errors=0
+CHECK_FAILURES=()
 n_tasks=0
-while IFS=$'\t' read -r task state queue host; do
+while IFS=$'\t' read -r task state queue host span; do
   n_tasks=$((n_tasks + 1))
-  printf '%-18s %-8s %-8s %s\n' "$task" "$state" "$queue" "$host"
+  printf '%-18s %-8s %-8s %-20s %s\n' "$task" "$state" "$queue" "$host" "$span"
   if [[ " $TRAIN_TASKS " == *" $task "* ]]; then want_queue=train want_hosts=" $WORKER_TRAIN_HOST $WORKER_TRAIN2_HOST $WORKER_TRAIN3_HOST "
     worker_logs=("$LOGS/worker-train.log" "$LOGS/worker-train2.log" "$LOGS/worker-train3.log")
   else want_queue=default want_hosts=" $WORKER_DEFAULT_HOST "; worker_logs=("$LOGS/worker-default.log"); fi
-  [ "$state" = success ] || { say "  $task: state $state, expected success"; errors=$((errors + 1)); }
-  [ "$queue" = "$want_queue" ] || { say "  $task: queue $queue, expected $want_queue"; errors=$((errors + 1)); }
-  [[ "$want_hosts" == *" $host "* ]] || { say "  $task: ran on $host, expected one of$want_hosts"; errors=$((errors + 1)); }
-  cat "${worker_logs[@]}" | grep -q "Executing workload in Celery.*task_id='$task'" \
-    || { say "  $task: not in the logs of its workers"; errors=$((errors + 1)); }
-done < <(psql_q airflow "SELECT task_id, state, queue, hostname FROM task_instance
+  [ "$state" = success ] || check_failed "$task: state $state, expected success"
+  [ "$queue" = "$want_queue" ] || check_failed "$task: queue $queue, expected $want_queue"
+  [[ "$want_hosts" == *" $host "* ]] || check_failed "$task: ran on $host, expected one of$want_hosts"
+  # grep reads the files itself: `cat | grep -q` fails under pipefail once the logs outgrow the
+  # pipe's buffer (grep exits at the first match, cat dies of SIGPIPE).
+  grep -q "Executing workload in Celery.*task_id='$task'" "${worker_logs[@]}" \
+    || check_failed "$task: not in the logs of its workers"
+done < <(psql_q airflow "SELECT task_id, state, queue, hostname,
+                                to_char(start_date, 'HH24:MI:SS.MS') || ' - ' || to_char(end_date, 'HH24:MI:SS.MS')
+                         FROM task_instance
                          WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' ORDER BY start_date")
 # check_conf, wait_for_data, extract, validate, score_previous_day, graph_select, domain_reweight, teacher_refresh,
 # student_distill, plan_comparisons, one train_comparison per comparison model (3), guard, evaluate, promote
-[ "$n_tasks" -eq 16 ] || { say "expected 16 task instances, found $n_tasks"; errors=$((errors + 1)); }
+[ "$n_tasks" -eq 16 ] || check_failed "expected 16 task instances, found $n_tasks"
 say "comparison models (one mapped task each): map index, model, host, start, end"
 psql_q airflow "SELECT map_index, rendered_map_index, hostname, start_date, end_date FROM task_instance
                 WHERE dag_id = '$DAG_ID' AND run_id = '$RUN_ID' AND task_id = 'train_comparison' ORDER BY map_index"
@@ -410,10 +420,13 @@ overlaps="$(psql_q airflow "SELECT count(*) FROM task_instance a JOIN task_insta
    WHERE a.dag_id = '$DAG_ID' AND a.run_id = '$RUN_ID' AND a.task_id = 'train_comparison'
      AND a.hostname <> b.hostname AND a.start_date < b.end_date AND b.start_date < a.end_date")"
 say "pairs of comparison models that ran at the same time on two workers: $overlaps"
-[ "$overlaps" -ge 1 ] || { say "no two comparison models overlapped on two workers"; errors=$((errors + 1)); }
+[ "$overlaps" -ge 1 ] || check_failed "no two comparison models overlapped on two workers"
+for worker_log in "$LOGS"/worker-*.log; do  # ecat_tasks.warm_workers: imports once per worker, not per task
+  grep -q "warm worker pid=[0-9]*: preloaded" "$worker_log" || check_failed "$(basename "$worker_log" .log) did not preload the training stack"
+done
 mlflow_runs="$(psql_q mlflow "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'")"
 say "MLflow server store: $mlflow_runs active run(s)"
-[ "$mlflow_runs" -gt 0 ] || { say "no MLflow run reached the tracking server"; errors=$((errors + 1)); }
+[ "$mlflow_runs" -gt 0 ] || check_failed "no MLflow run reached the tracking server"
 say "MLflow server store: $(psql_q mlflow "SELECT count(*) FROM model_versions") registered model version(s)"
-[ $errors -eq 0 ] || die "$errors check(s) failed"
+[ $errors -eq 0 ] || die "$errors check(s) failed: $(IFS=';'; echo "${CHECK_FAILURES[*]}")"
 say "PASSED: run $RUN_ID success; training tasks on $WORKER_TRAIN_HOST, $WORKER_TRAIN2_HOST and $WORKER_TRAIN3_HOST (queue train, comparison models in parallel), the others on $WORKER_DEFAULT_HOST (queue default)"

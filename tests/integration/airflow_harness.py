@@ -87,7 +87,8 @@ class AirflowStack:
         self.env = project_env(self.ecat_home, self.airflow_home, {
             # SQLite serialises writers; wait for the lock (60 s) rather than fail after 5 s.
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.db_path}?timeout=60",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # LocalExecutor whose workers import torch, DGL, GX and MLflow once (ecat_tasks.warm_workers).
+            "AIRFLOW__CORE__EXECUTOR": "ecat_tasks.warm_workers.WarmLocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(parallelism),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{self.port}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -346,7 +347,7 @@ class AirflowStack:
         return {r["ds"]: r for r in rows}
 
     def task_instances(self, dag_id: str, ds: str | None = None) -> list[sqlite3.Row]:
-        sql = ("SELECT ti.task_id, substr(dr.logical_date, 1, 10) AS ds, ti.state, ti.try_number, ti.start_date, "
+        sql = ("SELECT ti.task_id, ti.map_index, substr(dr.logical_date, 1, 10) AS ds, ti.state, ti.try_number, ti.start_date, "
                "ti.end_date FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
                "WHERE ti.dag_id = ?")
         params: list[Any] = [dag_id]

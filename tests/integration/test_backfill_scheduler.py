@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from pathlib import Path
 
@@ -136,6 +137,8 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
     assert {r["run_type"] for r in runs.values()} == {"backfill"}
     assert_ran_in_date_order(stack, DAYS)
     assert_warm_start_chain(layout)
+    # the LocalExecutor's workers imported the training stack once (ecat_tasks.warm_workers)
+    assert re.search(r"warm worker pid=\d+: preloaded \d+ module\(s\)", (stack.logs / "scheduler.log").read_text())
     first = snapshot(layout)
     for key, snap in first.items():
         assert snap["checksum"] == snap["actual"], f"{key}: manifest checksum does not match the files"
