@@ -201,3 +201,21 @@ def test_the_unseen_view_scores_whole_users_as_new_and_the_share_comes_from_trai
     assert unseen_user_share(tmp_path, "2026-01-01") == 0.0  # no earlier day: nothing to say
     assert unseen_user_share(tmp_path, "2026-01-02") == 0.75  # 4, 4, 5 are new; 1 was seen
     assert unseen_user_share(tmp_path, "2026-01-03") == (0.75 + 0.5) / 2  # 7 new, 6 seen in day 2's source
+
+
+def test_new_users_are_those_in_no_lake_up_to_the_trained_day(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from bench.new_users import users_seen
+    from ecat_tasks.storage import Layout
+
+    layout = Layout(tmp_path / "ecat_home")
+    days = {"2026-01-01": ([1, 2], [3]), "2026-01-02": ([4], [5, 5]), "2026-01-03": ([6], [])}
+    for ds, (target, source) in days.items():
+        for domain, users in (("target", target), ("source", source)):
+            path = layout.lake(domain, ds)
+            path.mkdir(parents=True)
+            pd.DataFrame({"user_id": np.array(users, np.int64)}).to_parquet(path / "part-00000.parquet")
+    assert [(ds, sorted(seen)) for ds, seen in users_seen(layout, list(days))] == [
+        ("2026-01-01", [1, 2, 3]), ("2026-01-02", [1, 2, 3, 4, 5]), ("2026-01-03", [1, 2, 3, 4, 5, 6])]
