@@ -30,11 +30,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 DS = "2026-11-01"
 DS_BEFORE = "2026-10-31"  # --warm: the day whose checkpoints the measured day warm-starts from
+TASK_TITLE = re.compile(r"airflow worker -- ([0-9a-f-]{36})")  # the task runner's process title: its ti id
 PRODUCTION = ("extract", "validate", "score_previous_day", "graph_select", "teacher_refresh", "domain_reweight", "student_distill")
 FINAL = ("guard", "evaluate", "promote")  # the guard after every comparison model, as in the DAG
 
@@ -184,11 +187,17 @@ def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots
     _child(_seed_args(rows, stack.ecat_home, warm), _env(stack.ecat_home))
     stack.migrate()
     days = ([DS_BEFORE] if warm else []) + [DS]
+    peaks: dict[str, float] = {}
+    stop = threading.Event()
     with stack.running():
+        sampler = threading.Thread(target=sample_task_rss, args=(stack.procs["scheduler"].pid, stop, peaks), daemon=True)
+        sampler.start()
         stack.wait_for_dag("ecat_daily")
         stack.create_backfill("ecat_daily", "--from-date", days[0], "--to-date", DS, "--reprocess-behavior",
                               "completed", "--max-active-runs", "1", "--dag-run-conf", json.dumps(conf))
         run = stack.wait_for_runs("ecat_daily", days, timeout=6 * 3600)[DS]
+        stop.set()
+        sampler.join()
         tis = stack.task_instances("ecat_daily", DS)
     spans = [(parse_db_time(t["start_date"]), parse_db_time(t["end_date"])) for t in tis
              if t["task_id"] == "train_comparison" and t["start_date"] and t["end_date"]]
@@ -197,7 +206,36 @@ def scheduler_day(rows: int, conf: dict[str, Any], home: Path, warm: bool, slots
     return {"slots": slots, "seconds": seconds, "comparison_models_at_once": together,
             "executor": stack.env["AIRFLOW__CORE__EXECUTOR"],
             "task_seconds": {_ti_name(t): (parse_db_time(t["end_date"]) - parse_db_time(t["start_date"])).total_seconds()
-                             for t in tis if t["start_date"] and t["end_date"]}}
+                             for t in tis if t["start_date"] and t["end_date"]},
+            "task_peak_mb": {_ti_name(t): round(peaks[_hex(t["id"])], 1) for t in tis if _hex(t["id"]) in peaks}}
+
+
+def sample_task_rss(root_pid: int, stop: threading.Event, peaks: dict[str, float]) -> None:
+    """Until ``stop``, every second: the RSS (MB) of each task process under ``root_pid``, the
+    largest seen kept per task instance id. A task process's title is ``airflow worker -- <ti id>``
+    (the task runner sets it); a peak between two reads is missed."""
+    import psutil
+
+    root = psutil.Process(root_pid)
+    while not stop.wait(1.0):
+        try:
+            processes = root.children(recursive=True)
+        except psutil.Error:
+            continue
+        for process in processes:
+            try:
+                title, rss = " ".join(process.cmdline()), process.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+            match = TASK_TITLE.search(title)
+            if match:
+                key = _hex(match.group(1))
+                peaks[key] = max(peaks.get(key, 0.0), rss)
+
+
+def _hex(ti_id: str) -> str:
+    """A task instance id without dashes: SQLite keeps the UUID as 32 hex digits, the title prints it with them."""
+    return str(ti_id).replace("-", "").lower()
 
 
 def _ti_name(ti: Any) -> str:
@@ -207,18 +245,22 @@ def _ti_name(ti: Any) -> str:
 
 def compare_executors(sizes: list[int], conf: dict[str, Any], executors: list[str], slots: int, warm: bool,
                       repeats: int, out: Path | None) -> None:
-    """The same day through the scheduler under each executor, alternating (A B A B ...), so a
-    shared machine's load falls on both alike; prints each run and the mean per executor."""
+    """The same day through the scheduler under each executor, in rounds whose order alternates
+    (A B, then B A, ...), so a shared machine's load falls on both alike; prints each run and
+    the mean per executor."""
+    if repeats < 1:
+        raise SystemExit("--repeats must be at least 1")
     runs = []
     with tempfile.TemporaryDirectory(prefix="ecat-bench-executors-") as tmp:
         for rows in sizes:
             for round_ in range(repeats):
-                for executor in executors:
+                for executor in executors if round_ % 2 == 0 else executors[::-1]:
                     home = Path(tmp) / f"{rows}_{round_}_{executor.rsplit('.', 1)[-1]}"
                     run = {"rows": rows, "round": round_, **scheduler_day(rows, conf, home, warm, slots, executor)}
                     shutil.rmtree(home, ignore_errors=True)
                     runs.append(run)
-                    print(f"{rows:,} rows, round {round_}, {executor}: {run['seconds']:.1f}s "
+                    print(f"{rows:,} rows, round {round_}, {executor}: {run['seconds']:.1f}s, peak task RSS "
+                          f"{max(run['task_peak_mb'].values(), default=float('nan')):.0f} MB "
                           f"(load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
     if out:
         out.write_text(json.dumps(runs, indent=2))
@@ -227,7 +269,8 @@ def compare_executors(sizes: list[int], conf: dict[str, Any], executors: list[st
         means = {e: sum(s) / len(s) for e, s in seconds.items()}
         print(f"{rows:,} rows, {slots} slots, {'warm' if warm else 'cold'} day, {repeats} round(s): "
               + "; ".join(f"{e} {s:.1f}s" for e, s in means.items())
-              + (f"; ratio {means[executors[1]] / means[executors[0]]:.3f}" if len(executors) == 2 else ""))
+              + (f"; {executors[1]} / {executors[0]} = {means[executors[1]] / means[executors[0]]:.3f}"
+                 if len(executors) == 2 else ""))
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -317,10 +360,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warm", action="store_true",
                         help="measure a warm-start day: the day before (every step) runs first, unmeasured")
     parser.add_argument("--slots", type=int, default=0,
-                        help="also time the day through the scheduler with this many task slots (LocalExecutor)")
+                        help="also time the day through the scheduler with this many task slots (the scheduler harness's "
+                             "executor: ecat_tasks.warm_workers.WarmLocalExecutor)")
     parser.add_argument("--executors", nargs="+", metavar="EXECUTOR",
                         help="no steps: only the day through the scheduler (--slots, default 2), once per executor "
-                             "class, alternating over --repeats rounds (e.g. LocalExecutor "
+                             "class, over --repeats rounds of alternating order (e.g. LocalExecutor "
                              "ecat_tasks.warm_workers.WarmLocalExecutor: cold against warm workers)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of --executors")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)

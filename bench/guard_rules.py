@@ -35,7 +35,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -85,14 +85,23 @@ def unseen_user_share(home: Path, ds: str) -> float:
     from ecat_tasks.storage import Layout
 
     layout = Layout(home / "ecat_home")
-    seen: set = set()
+    days = [d for d in home_days(home) if d <= ds]
     shares = []
-    for day in [d for d in home_days(home) if d <= ds]:
+    for (_, seen), day in zip(users_seen(layout, days), days[1:]):
         target = pd.read_parquet(layout.lake("target", day), columns=["user_id"])["user_id"]
-        if seen:
-            shares.append(float((~target.isin(seen)).mean()))
-        seen |= set(target) | set(pd.read_parquet(layout.lake("source", day), columns=["user_id"])["user_id"])
+        shares.append(float((~target.isin(seen)).mean()))
     return float(np.mean(shares)) if shares else 0.0
+
+
+def users_seen(layout: Any, days: list[str]) -> Iterator[tuple[str, frozenset[int]]]:
+    """(day, every user in the lake up to and including it, source or target), day by day."""
+    import pandas as pd
+
+    seen: set[int] = set()
+    for ds in days:
+        for part in ("source", "target"):
+            seen.update(pd.read_parquet(layout.lake(part, ds), columns=["user_id"])["user_id"].tolist())
+        yield ds, frozenset(seen)
 
 
 def as_unseen(frame: Any, share: float, seed: int) -> Any:

@@ -19,22 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
+from bench.guard_rules import users_seen
 from bench.quality import DATASETS, home_days
-
-
-def users_seen(layout: Any, days: list[str]) -> Iterator[tuple[str, frozenset]]:
-    """(day, every user in the lake up to and including it, source or target), day by day."""
-    import pandas as pd
-
-    seen: set = set()
-    for ds in days:
-        for part in ("source", "target"):
-            seen.update(pd.read_parquet(layout.lake(part, ds), columns=["user_id"])["user_id"].tolist())
-        yield ds, frozenset(seen)
 
 
 def segments(home: Path, data: str, conf: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
@@ -77,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, pick in (("new users", lambda d: d["new"]), ("returning users", lambda d: ~d["new"])):
         kept = [(d, pick(d)) for d in days if 0 < d["labels"][pick(d)].mean() < 1]
         share = np.mean([pick(d).mean() for d in days])
+        if not kept:
+            print(f"\n{name}: {share:.0%} of the next days' rows; no day with both labels among them: no AUC")
+            continue
         print(f"\n{name}: {share:.0%} of the next days' rows, {len(kept)} day(s) with both labels\n")
         print(f"| model | AUC | {first} - model [95%] |\n|---|---|---|")
         for model in args.models:

@@ -21,15 +21,11 @@ from airflow.sdk import BaseNotifier
 
 from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import PermanentError
+from ecat_tasks.runtime import library_defaults
 
 log = logging.getLogger(__name__)
 
-# Torch's OpenMP threads spin while they wait for work. When two training tasks share a
-# worker's cores (teacher_refresh next to domain_reweight, student_distill next to
-# train_baselines), the spinning threads starve each other: measured on 2 cores, three
-# concurrent teacher_refresh processes took 21 s each with spinning and 3.8 s with passive
-# waits (same checkpoints). Set before any step imports torch; the worker's env wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+library_defaults()  # before any step imports torch, MLflow or GX (OMP_WAIT_POLICY: ecat_tasks.runtime)
 
 WAREHOUSE_CONN_ID = os.environ.get("ECAT_WAREHOUSE_CONN_ID", "ecat_warehouse")
 

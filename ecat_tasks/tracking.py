@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
+from ecat_tasks.runtime import library_defaults
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +33,9 @@ def tracking_uri(root: Path) -> str:
 
 
 def client(cfg: EcatConfig, root: Path) -> Any:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    library_defaults()  # telemetry off, no progress bars, alembic quiet: before mlflow loads
     import mlflow
 
-    logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri(root)
     # mlflow.set_*_uri also export MLFLOW_*_URI; left there, the first ECAT_HOME's store would
     # pose as the deployment's for every later call in this process (tracking_uri reads it).

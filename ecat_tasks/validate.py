@@ -12,7 +12,6 @@ import copy
 import datetime
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -27,6 +26,7 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.errors import PermanentError
 from ecat_tasks.inputs import partition_batches
 from ecat_tasks.models.data import DenseHistogram
+from ecat_tasks.runtime import library_defaults
 from ecat_tasks.spec import FeatureSpec, spec_of
 from ecat_tasks.storage import Layout, atomic_dir, drop_partition, publish_staged, read_manifest, shift_ds
 
@@ -314,8 +314,7 @@ def validate_day(ds: str, cfg: EcatConfig, layout: Layout, spec: FeatureSpec) ->
     Each partition streams through the suite ``validate_chunk_rows`` rows at a time
     (:func:`_validate_partition`), so memory does not grow with the day's rows.
     """
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)  # keep task logs readable
+    library_defaults()  # GX analytics off and its logger quiet, before GX loads
     import great_expectations as gx
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.data_context.types.base import ProgressBarsConfig

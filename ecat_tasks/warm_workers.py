@@ -5,7 +5,9 @@ pool process). A task that imports torch, DGL, Great Expectations and MLflow its
 seconds before it reads a row: measured on 2 cores, about 6 s per task, 129 s of a 1M-row day's
 22 tasks. Imported once in the worker, the modules are in every fork (copy-on-write), so a task
 starts with them loaded. Nothing here runs when the DAG is parsed: only a worker calls
-:func:`preload`.
+:func:`preload`. Each worker holds its own copy (about 430 MB private): size the executor's
+slots (``[core] parallelism``, Celery's ``worker_concurrency``) to the tasks the machine runs at
+once, not beyond.
 
 Two entry points, one per executor:
 - :class:`WarmLocalExecutor`: ``AIRFLOW__CORE__EXECUTOR=ecat_tasks.warm_workers.WarmLocalExecutor``
@@ -14,26 +16,30 @@ Two entry points, one per executor:
   (docker compose, ``scripts/celery_integration.sh``): Airflow's default Celery config, plus a
   hook that preloads in the worker's main process before it forks its pool.
 
-A module that fails to import is logged and skipped: the task that needs it imports it again
-and fails there, with its own error and on-call hint.
+A module that fails to import is logged and skipped, and so is a preload that fails as a
+whole: the task that needs the module imports it again and fails there, with its own error and
+on-call hint. A worker never dies of its preload.
 """
 
 from __future__ import annotations
 
 import functools
+import gc
 import importlib
 import logging
 import os
+import signal
 import time
 from typing import Any
 
 from airflow.executors.local_executor import LocalExecutor, _run_worker
 
+from ecat_tasks.runtime import library_defaults
+
 log = logging.getLogger(__name__)
 
-# Libraries the steps import inside their functions (so the DAG parses without them), then
-# the step modules themselves (airflow_edge.STEPS). Order: airflow_edge first, since it sets
-# OMP_WAIT_POLICY before torch loads its OpenMP runtime.
+# Libraries the steps import inside their functions (so that the DAG parses without them),
+# then the step modules themselves (airflow_edge.STEPS).
 HEAVY_LIBRARIES = ("torch", "dgl", "great_expectations", "mlflow", "sklearn.metrics", "duckdb", "pyarrow.dataset")
 
 
@@ -46,19 +52,27 @@ def preload_modules() -> list[str]:
 
 
 def preload(modules: list[str] | None = None) -> dict[str, Any]:
-    """Import ``modules`` (default :func:`preload_modules`) into this process; a failure is logged
-    and skipped. Returns what loaded, what failed and the seconds it took."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as airflow_edge sets it: before torch loads
+    """Import ``modules`` (default :func:`preload_modules`) into this process, then move what they
+    allocated out of the garbage collector's reach (``gc.freeze``), so that a forked task's
+    collections do not write to, and so copy, the inherited pages. A failure is logged and
+    skipped. Returns what loaded, what failed and the seconds it took."""
+    library_defaults()  # before torch, MLflow and GX load: they read these once
     t0 = time.perf_counter()
     loaded, failed = [], {}
-    for name in preload_modules() if modules is None else modules:
+    try:
+        names = preload_modules() if modules is None else modules
+    except Exception as exc:  # noqa: BLE001 - a worker never dies of its preload
+        names, failed["ecat_tasks.airflow_edge"] = [], f"{type(exc).__name__}: {exc}"
+    for name in names:
         try:
             importlib.import_module(name)
             loaded.append(name)
         except Exception as exc:  # noqa: BLE001 - the task that needs it fails with its own error
             failed[name] = f"{type(exc).__name__}: {exc}"
-            log.warning("warm worker pid=%d: preloading %s failed (%s); tasks import it themselves",
-                        os.getpid(), name, failed[name])
+    for name, error in failed.items():
+        log.warning("warm worker pid=%d: preloading %s failed (%s); tasks import it themselves",
+                    os.getpid(), name, error)
+    gc.freeze()
     seconds = time.perf_counter() - t0
     log.info("warm worker pid=%d: preloaded %d module(s) in %.1fs%s", os.getpid(), len(loaded), seconds,
              f", {len(failed)} failed: {', '.join(failed)}" if failed else "")
@@ -67,7 +81,11 @@ def preload(modules: list[str] | None = None) -> dict[str, Any]:
 
 def _warm_run_worker(**kwargs: Any) -> None:
     """A LocalExecutor worker that preloads before it takes its first task."""
-    preload()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as _run_worker does: ctrl-c stops the scheduler, not this
+    try:
+        preload()
+    except Exception:  # noqa: BLE001 - serve tasks cold rather than not at all
+        log.exception("warm worker pid=%d: preload failed; tasks import what they need themselves", os.getpid())
     _run_worker(**kwargs)
 
 
@@ -75,7 +93,9 @@ class WarmLocalExecutor(LocalExecutor):
     """LocalExecutor whose worker processes import the training stack once, at start.
 
     Each worker preloads in its own process (the scheduler stays free of torch); the tasks it
-    then forks start with the modules loaded."""
+    then forks start with the modules loaded. ``_spawn_worker`` mirrors Airflow 3.3.2's with
+    another target (``tests/test_warm_workers.py`` starts and stops one, so an upgrade that
+    changes it fails a unit test)."""
 
     def _spawn_worker(self) -> None:
         import multiprocessing
@@ -96,13 +116,13 @@ class WarmLocalExecutor(LocalExecutor):
 
 @functools.cache
 def celery_config() -> dict[str, Any]:
-    """Airflow's default Celery config, with :func:`preload` hooked to Celery's ``import_modules``
-    signal: the worker's main process sends it before it forks its pool, as Airflow's own
-    preload of its operators does (``celery_executor_utils.on_celery_import_modules``)."""
+    """Airflow's default Celery config, with :func:`preload` hooked to ``celeryd_init``: only a
+    worker sends it (not the scheduler, not Flower), in its main process, before it forks its pool.
+    Airflow's own ``worker_ready`` handler unfreezes the collector once the pool is up."""
     from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
-    from celery.signals import import_modules
+    from celery.signals import celeryd_init
 
-    import_modules.connect(lambda **_: preload(), weak=False)
+    celeryd_init.connect(lambda **_: preload(), weak=False)
     return DEFAULT_CELERY_CONFIG
 
 

@@ -421,8 +421,11 @@ overlaps="$(psql_q airflow "SELECT count(*) FROM task_instance a JOIN task_insta
      AND a.hostname <> b.hostname AND a.start_date < b.end_date AND b.start_date < a.end_date")"
 say "pairs of comparison models that ran at the same time on two workers: $overlaps"
 [ "$overlaps" -ge 1 ] || check_failed "no two comparison models overlapped on two workers"
-for worker_log in "$LOGS"/worker-*.log; do  # ecat_tasks.warm_workers: imports once per worker, not per task
-  grep -q "warm worker pid=[0-9]*: preloaded" "$worker_log" || check_failed "$(basename "$worker_log" .log) did not preload the training stack"
+# ecat_tasks.warm_workers: every worker imported the whole training stack once, nothing failed
+n_preload="$("$PY" -c 'from ecat_tasks.warm_workers import preload_modules; print(len(preload_modules()))' 2>/dev/null | tail -n 1)"
+for worker_log in "$LOGS"/worker-*.log; do
+  grep -Eq "warm worker pid=[0-9]+: preloaded $n_preload module\(s\) in [0-9.]+s\s*(\[|$)" "$worker_log" \
+    || check_failed "$(basename "$worker_log" .log) did not preload the whole training stack (want $n_preload modules, none failed)"
 done
 mlflow_runs="$(psql_q mlflow "SELECT count(*) FROM runs WHERE lifecycle_stage = 'active'")"
 say "MLflow server store: $mlflow_runs active run(s)"

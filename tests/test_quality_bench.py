@@ -207,7 +207,7 @@ def test_new_users_are_those_in_no_lake_up_to_the_trained_day(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from bench.new_users import users_seen
+    from bench.guard_rules import users_seen
     from ecat_tasks.storage import Layout
 
     layout = Layout(tmp_path / "ecat_home")

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from ecat_tasks.storage import Layout, dir_checksum, read_manifest
+from ecat_tasks.warm_workers import preload_modules
 
 from .airflow_harness import AirflowStack, StackTimeout, parse_db_time
 
@@ -137,8 +138,9 @@ def test_backfill_runs_in_date_order_and_reruns_are_exact(stack: AirflowStack) -
     assert {r["run_type"] for r in runs.values()} == {"backfill"}
     assert_ran_in_date_order(stack, DAYS)
     assert_warm_start_chain(layout)
-    # the LocalExecutor's workers imported the training stack once (ecat_tasks.warm_workers)
-    assert re.search(r"warm worker pid=\d+: preloaded \d+ module\(s\)", (stack.logs / "scheduler.log").read_text())
+    # the LocalExecutor's workers imported the whole training stack once (ecat_tasks.warm_workers)
+    preloads = re.findall(r"warm worker pid=\d+: preloaded (\d+) module\(s\) in [\d.]+s(.*)", (stack.logs / "scheduler.log").read_text())
+    assert preloads and all(int(n) == len(preload_modules()) and "failed" not in rest for n, rest in preloads), preloads
     first = snapshot(layout)
     for key, snap in first.items():
         assert snap["checksum"] == snap["actual"], f"{key}: manifest checksum does not match the files"
