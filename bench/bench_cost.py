@@ -239,8 +239,33 @@ def _hex(ti_id: str) -> str:
 
 
 def _ti_name(ti: Any) -> str:
-    """A task instance's name: the task id, with the map index of a mapped one."""
-    return ti["task_id"] if int(ti["map_index"]) < 0 else f"{ti['task_id']}[{ti['map_index']}]"
+    """A task instance's name: the task id, with a mapped one's model (its rendered map index) or index."""
+    if int(ti["map_index"]) < 0:
+        return ti["task_id"]
+    return f"{ti['task_id']}:{ti['rendered_map_index']}" if ti["rendered_map_index"] else f"{ti['task_id']}[{ti['map_index']}]"
+
+
+def scheduler_table(runs: list[dict[str, Any]]) -> str:
+    """Runs through the scheduler (``--executors`` JSON), one column each: every task's seconds
+    (process start included) and sampled peak RSS, and the run's wall time."""
+    head = [f"{r['rows']:,} rows, {r['executor'].rsplit('.', 1)[-1]}, {r['slots']} slots" for r in runs]
+    lines = ["| task | " + " | ".join(f"{h}: s / peak MB" for h in head) + " |",
+             "| --- |" + " ---: |" * len(runs)]
+    for name in dict.fromkeys(n for r in runs for n in r["task_seconds"]):
+        cells = [f"{r['task_seconds'][name]:.1f} / {r['task_peak_mb'].get(name, float('nan')):,.0f}"
+                 if name in r["task_seconds"] else "-" for r in runs]
+        lines.append(f"| {name.replace('train_comparison:', 'comparison: ')} | " + " | ".join(cells) + " |")
+    lines.append("| peak RSS of any task, MB | " + " | ".join(f"{max(r['task_peak_mb'].values(), default=float('nan')):,.0f}"
+                                                          for r in runs) + " |")
+    lines.append("| **the day through the scheduler (wall, metadata DB)** | "
+                 + " | ".join(f"**{r['seconds']:.0f}**" for r in runs) + " |")
+    return "\n".join(lines)
+
+
+def scheduler_as_steps(run: dict[str, Any]) -> dict[str, Any]:
+    """A run through the scheduler in the shape :func:`plot` reads: one step per task instance."""
+    return {"rows": run["rows"], "steps": [{"step": name, "seconds": seconds, "peak_mb": run["task_peak_mb"].get(name, float("nan"))}
+                                           for name, seconds in run["task_seconds"].items()]}
 
 
 def compare_executors(sizes: list[int], conf: dict[str, Any], executors: list[str], slots: int, warm: bool,
@@ -353,7 +378,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--e2e", action="store_true", help="also time one day through `airflow dags test`")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--plot", type=Path, help="write the cost-growth PNG here (with --merge: from every JSON)")
-    parser.add_argument("--merge", type=Path, nargs="+", help="no run: tabulate (and plot) earlier --json files")
+    parser.add_argument("--merge", type=Path, nargs="+", help="no run: tabulate (and plot) earlier --json files "
+                        "(all of --executors runs: a table of every task through the scheduler)")
     parser.add_argument("--no-comparisons", action="store_true",
                         help="only the production path: extract..promote with target_only (the gate's reference) "
                              "and no other comparison model")
@@ -390,6 +416,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.executors:
         compare_executors(args.sizes, conf, args.executors, args.slots or 2, args.warm, args.repeats, args.json)
+        return
+    if args.merge and all("executor" in r for f in args.merge for r in json.loads(f.read_text())):
+        runs = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
+        print(scheduler_table(runs))
+        if args.plot:
+            plot([scheduler_as_steps(r) for r in runs], args.plot)
         return
     if args.merge:
         results = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])

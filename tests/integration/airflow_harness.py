@@ -347,7 +347,7 @@ class AirflowStack:
         return {r["ds"]: r for r in rows}
 
     def task_instances(self, dag_id: str, ds: str | None = None) -> list[sqlite3.Row]:
-        sql = ("SELECT ti.id, ti.task_id, ti.map_index, substr(dr.logical_date, 1, 10) AS ds, ti.state, ti.try_number, ti.start_date, "
+        sql = ("SELECT ti.id, ti.task_id, ti.map_index, ti.rendered_map_index, substr(dr.logical_date, 1, 10) AS ds, ti.state, ti.try_number, ti.start_date, "
                "ti.end_date FROM task_instance ti JOIN dag_run dr ON dr.dag_id = ti.dag_id AND dr.run_id = ti.run_id "
                "WHERE ti.dag_id = ?")
         params: list[Any] = [dag_id]
