@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(run_one_step(args.one_step, args.ds, args.home, conf)))
         return
 
+    if args.no_comparisons:
+        conf = {**conf, "baselines": ["target_only"], "ablations": []}  # evaluate's gate needs target-only
     if args.executors:
         compare_executors(args.sizes, conf, args.executors, args.slots or 2, args.warm, args.repeats, args.json)
         return
@@ -426,8 +428,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         results = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
     else:
-        if args.no_comparisons:
-            conf = {**conf, "baselines": ["target_only"], "ablations": []}  # evaluate's gate needs target-only
         with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
             results = []
             for rows in args.sizes:
