@@ -124,15 +124,18 @@ def materialise(stream: Any) -> Any:
 
 
 def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, cfg: Any) -> dict[str, Any]:
-    """A minimal hand-written loop over the same tensors, with the same loss."""
-    from ecat_tasks.models.networks import RankingModel
+    """A minimal hand-written loop over the same tensors, with the same network and loss."""
+    from ecat_tasks.models.model import build_network
+    from ecat_tasks.models.student import ecat_student_arch
 
     dev = torch.device(cfg.device)
     sparse, dense, label, weight = (x.to(dev) for x in (data.sparse, data.dense, data.label, data.weight))
     t_logit, t_hidden = data.extra["t_logit"].to(dev), data.extra["t_hidden"].to(dev)
+    # the student's own network: with the scenario as a field under student_scenario (the default)
+    scenario = data.extra["scenario"].to(dev) if "scenario" in data.extra else None
     lam, temp = cfg.kd_lambda, cfg.kd_temperature
     torch.manual_seed(cfg.seed)  # as fit_day's seed_everything: same initial weights
-    model = RankingModel(vocab_sizes, dense.shape[1], cfg.embed_dim, cfg.student_hidden).to(dev)
+    model = build_network(ecat_student_arch(cfg), vocab_sizes, dense.shape[1]).to(dev)
     projection = nn.Linear(model.hidden_dim, teacher_hidden_dim).to(dev)  # student side, as models/distill.py
     optimizer = torch.optim.Adam([*model.parameters(), *projection.parameters()], lr=cfg.student_lr, fused=True)
     gen = torch.Generator()
@@ -147,7 +150,7 @@ def run_plain(data: Any, vocab_sizes: dict[str, int], teacher_hidden_dim: int, c
         for start in range(0, n, bs):
             idx = order[start:start + bs]
             y, tl = label[idx], t_logit[idx]
-            s_logit, h_s = model(sparse[idx], dense[idx])
+            s_logit, h_s = model(sparse[idx], dense[idx], None if scenario is None else scenario[idx])
             bce = F.binary_cross_entropy_with_logits(s_logit, y, reduction="none")
             p_t = torch.sigmoid(tl)
             kl = p_t * (F.logsigmoid(tl) - F.logsigmoid(s_logit)) + (1 - p_t) * (F.logsigmoid(-tl) - F.logsigmoid(-s_logit))
