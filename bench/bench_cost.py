@@ -153,6 +153,22 @@ def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, compar
     return result
 
 
+def bench_until(rows: int, conf: dict[str, Any], workdir: Path, last: str) -> list[dict[str, Any]]:
+    """The production steps of one cold day up to ``last``, each in its own process: exact peak
+    RSS (``ru_maxrss``) of the early, data-sized steps without training a model."""
+    if last not in PRODUCTION:
+        raise SystemExit(f"--until: one of {', '.join(PRODUCTION)}")
+    home = workdir / f"home_{rows}"
+    env = _env(home)
+    _child(_seed_args(rows, home, False), env)
+    steps = []
+    for name in PRODUCTION[:PRODUCTION.index(last) + 1]:
+        steps.append(_child(["--one-step", name, "--ds", DS, "--home", str(home), "--conf", json.dumps(conf)], env))
+        print(f"{rows:,} rows: {steps[-1]['step']} {steps[-1]['seconds']:.1f}s, peak {steps[-1]['peak_mb']:,.0f} MB",
+              flush=True)
+    return steps
+
+
 def dags_test(rows: int, conf: dict[str, Any], home: Path, warm: bool = False) -> float:
     """One day through Airflow (``airflow dags test``), fresh homes: the operator's wall time
     (``warm``: of the second of two days)."""
@@ -394,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
                              "class, over --repeats rounds of alternating order (e.g. LocalExecutor "
                              "ecat_tasks.warm_workers.WarmLocalExecutor: cold against warm workers)")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of --executors")
+    parser.add_argument("--until", metavar="STEP", help="no comparison models, no Airflow: the production steps of "
+                        "one cold day up to STEP (e.g. graph_select), each step's time and exact peak RSS")
     parser.add_argument("--one-step", help=argparse.SUPPRESS)
     parser.add_argument("--ds", default=DS, help=argparse.SUPPRESS)
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
@@ -417,6 +435,12 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.no_comparisons:
         conf = {**conf, "baselines": ["target_only"], "ablations": []}  # evaluate's gate needs target-only
+    if args.until:
+        with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
+            steps = [{"rows": rows, **s} for rows in args.sizes for s in bench_until(rows, conf, Path(tmp), args.until)]
+        if args.json:
+            args.json.write_text(json.dumps(steps, indent=2))
+        return
     if args.executors:
         compare_executors(args.sizes, conf, args.executors, args.slots or 2, args.warm, args.repeats, args.json)
         return
