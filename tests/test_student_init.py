@@ -82,11 +82,16 @@ def test_target_specialisation_closes_the_day_on_the_target_rows_alone(layout) -
     teacher_refresh(ds, plain, layout)
     domain_reweight(ds, plain, layout)
     runs = {}
-    for epochs in (0, 1):
-        student_distill(ds, tiny_config(student_target_epochs=epochs), layout)
+    for name, conf in (("joint", {}), ("closing", {"student_target_epochs": 1}),
+                       ("finetune", {"student_schedule": "pretrain_finetune"})):
+        student_distill(ds, tiny_config(**conf), layout)
         path = layout.model("student", ds)
-        runs[epochs] = (json.loads((path / MANIFEST).read_text()), file_sha256(path / CHECKPOINT))
-    (m0, sha0), (m1, sha1) = runs[0], runs[1]
+        runs[name] = (json.loads((path / MANIFEST).read_text()), file_sha256(path / CHECKPOINT))
+    (m0, sha0), (m1, sha1), (mf, shaf) = runs["joint"], runs["closing"], runs["finetune"]
+    # pretrain_finetune: the weighted source alone once, then the target alone (no mixed phase)
+    assert [(p["name"], p["epochs"]) for p in mf["phases"]] == [("pretrain_source", 1), ("finetune_target", plain.student_epochs)]
+    assert mf["phases"][1]["rows"] == mf["target_rows"] and mf["phases"][0]["rows"] == m0["phases"][0]["rows"] - m0["target_rows"]
+    assert shaf not in (sha0, sha1)
     assert [p["name"] for p in m0["phases"]] == ["target+source"]
     assert [(p["name"], p["epochs"]) for p in m1["phases"]] == [("target+source", 1), ("target_only", 1)]
     assert m1["phases"][1]["rows"] == m1["target_rows"] < m1["phases"][0]["rows"]

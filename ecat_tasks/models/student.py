@@ -47,12 +47,18 @@ def ecat_student_arch(cfg: EcatConfig) -> dict[str, Any]:
 
 
 def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> list[Phase]:
-    """Target plus weighted source, then ``student_target_epochs`` on the target rows alone.
+    """Target plus weighted source, then ``student_target_epochs`` on the target rows alone; or,
+    under ``student_schedule=pretrain_finetune``, one pass over the weighted source, then
+    ``student_epochs`` on the target alone.
 
     The source outweighs the target by one or two orders of magnitude in rows, so the mixed
     phase pulls the student towards the source's base rate and tastes; the closing target-only
-    phase (distillation still on) specialises it to the mini-app it serves.
+    phase (distillation still on) specialises it to the mini-app it serves. The finetune
+    baseline, which orders its rows source first and target last, led ECAT on MovieLens
+    Western's next day (bench/RESULTS.md, "The next day split into new and returning users").
     """
+    if cfg.student_schedule == "pretrain_finetune":
+        return [Phase([candidates], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")]
     phases = [Phase([target_train, candidates], cfg.student_epochs, name="target+source")]
     if cfg.student_target_epochs > 0:
         phases.append(Phase([target_train], cfg.student_target_epochs, name="target_only"))
