@@ -109,6 +109,11 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
+def _one_step(name: str, ds: str, home: Path, conf: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """One step of ``ds`` in its own process (:func:`run_one_step`): its time and exact peak RSS."""
+    return _child(["--one-step", name, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)], env)
+
+
 def _seed_args(rows: int, home: Path, warm: bool) -> list[str]:
     return ["--seed-only", "--rows", str(rows), "--home", str(home), *(["--warm"] if warm else [])]
 
@@ -124,7 +129,7 @@ def bench_size(rows: int, conf: dict[str, Any], workdir: Path, e2e: bool, compar
 
     def day(ds: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
         def step(name: str) -> dict[str, Any]:
-            result = _child(["--one-step", name, "--ds", ds, "--home", str(home), "--conf", json.dumps(conf)], env)
+            result = _one_step(name, ds, home, conf, env)
             print(f"{rows:,} rows, {ds}: {json.dumps(result)}", file=sys.stderr, flush=True)  # a stopped run keeps its steps
             return result
 
@@ -163,7 +168,7 @@ def bench_until(rows: int, conf: dict[str, Any], workdir: Path, last: str) -> li
     _child(_seed_args(rows, home, False), env)
     steps = []
     for name in PRODUCTION[:PRODUCTION.index(last) + 1]:
-        steps.append(_child(["--one-step", name, "--ds", DS, "--home", str(home), "--conf", json.dumps(conf)], env))
+        steps.append(_one_step(name, DS, home, conf, env))
         print(f"{rows:,} rows: {steps[-1]['step']} {steps[-1]['seconds']:.1f}s, peak {steps[-1]['peak_mb']:,.0f} MB",
               flush=True)
     return steps
@@ -280,8 +285,9 @@ def scheduler_table(runs: list[dict[str, Any]]) -> str:
 
 def scheduler_as_steps(run: dict[str, Any]) -> dict[str, Any]:
     """A run through the scheduler in the shape :func:`plot` reads: one step per task instance."""
-    return {"rows": run["rows"], "day_seconds": run["seconds"], "steps": [{"step": name, "seconds": seconds, "peak_mb": run["task_peak_mb"].get(name, float("nan"))}
-                                           for name, seconds in run["task_seconds"].items()]}
+    steps = [{"step": name, "seconds": seconds, "peak_mb": run["task_peak_mb"].get(name, float("nan"))}
+             for name, seconds in run["task_seconds"].items()]
+    return {"rows": run["rows"], "day_seconds": run["seconds"], "steps": steps}
 
 
 def compare_executors(sizes: list[int], conf: dict[str, Any], executors: list[str], slots: int, warm: bool,
@@ -444,14 +450,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.executors:
         compare_executors(args.sizes, conf, args.executors, args.slots or 2, args.warm, args.repeats, args.json)
         return
-    if args.merge and all("executor" in r for f in args.merge for r in json.loads(f.read_text())):
-        runs = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
-        print(scheduler_table(runs))
+    merged = sorted((r for f in args.merge or [] for r in json.loads(f.read_text())), key=lambda r: r["rows"])
+    if merged and all("executor" in r for r in merged):  # --executors runs: every task through the scheduler
+        print(scheduler_table(merged))
         if args.plot:
-            plot([scheduler_as_steps(r) for r in runs], args.plot)
+            plot([scheduler_as_steps(r) for r in merged], args.plot)
         return
     if args.merge:
-        results = sorted((r for f in args.merge for r in json.loads(f.read_text())), key=lambda r: r["rows"])
+        results = merged
     else:
         with tempfile.TemporaryDirectory(prefix="ecat-bench-cost-") as tmp:
             results = []

@@ -45,7 +45,7 @@ STATE_FILE="${TMPDIR:-/tmp}/ecat-celery-integration.last"
 say() { printf '[celery-it %(%H:%M:%S)T] %s\n' -1 "$*"; }
 FAILURE=""  # why the run failed, repeated as the last line after the diagnostics (CI shows only a tail)
 die() { FAILURE="$*"; say "FAILED: $*" >&2; exit 1; }
-check_failed() { CHECK_FAILURES+=("$*"); say "  $*"; errors=$((errors + 1)); }
+check_failed() { CHECK_FAILURES+=("$*"); say "  $*"; }
 
 # Nothing inherited may point this throwaway stack at another deployment's DB or data.
 for v in $(compgen -e); do case "$v" in AIRFLOW*|ECAT_*) unset "$v" ;; esac; done
@@ -389,7 +389,6 @@ done
 # --- checks -------------------------------------------------------------------------------
 say "checking where each task ran"
 printf '%-18s %-8s %-8s %-20s %s\n' TASK STATE QUEUE HOSTNAME 'START - END (UTC)'
-errors=0
 CHECK_FAILURES=()
 n_tasks=0
 while IFS=$'\t' read -r task state queue host span; do
@@ -431,5 +430,5 @@ mlflow_runs="$(psql_q mlflow "SELECT count(*) FROM runs WHERE lifecycle_stage = 
 say "MLflow server store: $mlflow_runs active run(s)"
 [ "$mlflow_runs" -gt 0 ] || check_failed "no MLflow run reached the tracking server"
 say "MLflow server store: $(psql_q mlflow "SELECT count(*) FROM model_versions") registered model version(s)"
-[ $errors -eq 0 ] || die "$errors check(s) failed: $(IFS=';'; echo "${CHECK_FAILURES[*]}")"
+[ ${#CHECK_FAILURES[@]} -eq 0 ] || die "${#CHECK_FAILURES[@]} check(s) failed: $(IFS=';'; echo "${CHECK_FAILURES[*]}")"
 say "PASSED: run $RUN_ID success; training tasks on $WORKER_TRAIN_HOST, $WORKER_TRAIN2_HOST and $WORKER_TRAIN3_HOST (queue train, comparison models in parallel), the others on $WORKER_DEFAULT_HOST (queue default)"
