@@ -3,11 +3,14 @@
     .venv/bin/python -m bench.new_users --data movielens --homes /work/s19/tabs/tmp-Western/* \\
         --models served finetune target_only teacher_finetune
 
+``--against-homes`` adds the first model of other homes (same seeds, another config) as
+``<model>@against``: the same next-day rows, so the lift is paired.
+
 Input: the homes ``bench.quality --keep`` leaves (one per seed). For every evaluated day, the
 next day's target rows are scored as ``bench.quality`` scores them (``summary.next_day_scores``,
 the served model through its calibration) and split by whether the user appears in any earlier
 day's lake, source or target: a new user's rows go through the unseen-user row of every model.
-Per segment: the share of rows, each model's AUC (mean over seeds and days) and the first
+Per segment (and for every row): the share of rows, each model's AUC (mean over seeds and days) and the first
 model's lift over each other one, pooled over (seed, day) by a paired bootstrap over users.
 
 Reported only, like every next-day figure: it says where the served model gains or loses,
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bench.guard_rules import users_seen
-from bench.quality import DATASETS, home_days
+from bench.quality import DATASETS, home_days, home_seed
 
 
 def segments(home: Path, data: str, conf: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
@@ -44,7 +47,7 @@ def segments(home: Path, data: str, conf: dict[str, Any], models: list[str]) -> 
         if missing:
             raise SystemExit(f"{home} ds={ds}: no checkpoint of {', '.join(missing)}")
         users, labels, scores = next_day_scores(layout, {m: trained[m] for m in models}, following, cfg.label)
-        out.append({"ds": ds, "users": users, "labels": labels, "scores": scores,
+        out.append({"home": home, "ds": ds, "users": users, "labels": labels, "scores": scores,
                     "new": ~np.isin(users, np.fromiter(seen, np.int64, len(seen)))})
     return out
 
@@ -58,13 +61,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with beyond the data set's (JSON)")
     p.add_argument("--models", nargs="+", required=True, help="the first one's lift over each other one is reported")
     p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--against-homes", nargs="+", type=Path, help="other homes of the same seeds (another config): "
+                   "the first model here against the same model there, paired by seed and day, per segment")
+    p.add_argument("--against-conf", default="{}", help="the --conf the --against-homes ran with beyond the data set's")
     args = p.parse_args(argv)
     days = [d for home in args.homes for d in segments(home, args.data, json.loads(args.conf), args.models)]
+    if args.against_homes:
+        first = args.models[0]
+        other = {(home_seed(h), d["ds"]): d for h in args.against_homes
+                 for d in segments(h, args.data, json.loads(args.against_conf), [first])}
+        for home in args.homes:
+            for d in (d for d in days if d["home"] == home):
+                twin = other.get((home_seed(home), d["ds"]))
+                if twin is None or not np.array_equal(twin["users"], d["users"]):
+                    raise SystemExit(f"{home} ds={d['ds']}: no --against-homes twin scoring the same next-day rows")
+                d["scores"][f"{first}@against"] = twin["scores"][first]
+        args.models = [*args.models, f"{first}@against"]
     if not days:
         raise SystemExit("no evaluated day with a next day in these homes")
     first = args.models[0]
     print(f"{args.data}: {len(args.homes)} home(s), {len(days)} (seed, day) next days; reported only")
-    for name, pick in (("new users", lambda d: d["new"]), ("returning users", lambda d: ~d["new"])):
+    for name, pick in (("every user", lambda d: np.ones_like(d["new"])), ("new users", lambda d: d["new"]),
+                       ("returning users", lambda d: ~d["new"])):
         kept = [(d, pick(d)) for d in days if 0 < d["labels"][pick(d)].mean() < 1]
         share = np.mean([pick(d).mean() for d in days])
         if not kept:
