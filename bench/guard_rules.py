@@ -120,22 +120,27 @@ def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
     """The guard's window of validation rows on ``ds``: users, labels, every candidate's scores
     (simplest first) and each row's age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it).
+    The rows and scores are the guard's own (:func:`ecat_tasks.guard.decision_slice`, under
+    ``cfg.guard_slice``), every model trained that day a candidate.
     ``unseen``: the share of the window's users scored as users no model knows (:func:`as_unseen`),
-    or ``"auto"``: the share the training days show (:func:`unseen_user_share`)."""
+    or ``"auto"``: the share the training days show (:func:`unseen_user_share`); today's models score that view."""
     from ecat_tasks.config import SERVABLE
-    from ecat_tasks.guard import candidates
-    from ecat_tasks.inputs import validation_window
+    from ecat_tasks.guard import candidates, decision_slice
+    from ecat_tasks.inputs import validation_window, window_days
     from ecat_tasks.models.continual import load_model
     from ecat_tasks.report import model_dir
     from ecat_tasks.storage import Layout
 
     layout = Layout(home / "ecat_home")
-    frame = validation_window(ds, cfg, layout, cfg.guard_window_days)
+    every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
+    names = candidates(ds, every, layout)
     share = unseen_user_share(home, ds) if unseen == "auto" else float(unseen)
     if share > 0:
-        frame = as_unseen(frame, share, cfg.seed)
-    every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
-    scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in candidates(ds, every, layout)}
+        frame = as_unseen(validation_window(ds, cfg, layout, cfg.guard_window_days), share, cfg.seed)
+        scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in names}
+    else:
+        rows = decision_slice(ds, cfg, layout, names, window_days(ds, cfg, layout)[-cfg.guard_window_days:])
+        frame, scores = rows.frame, rows.scores
     days, age = np.unique(frame["ds"].astype(str).to_numpy(), return_inverse=True)  # ISO dates sort in time order
     return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, len(days) - 1 - age
 

@@ -46,7 +46,7 @@ def segments(home: Path, data: str, conf: dict[str, Any], models: list[str]) -> 
         missing = [m for m in models if m not in trained]
         if missing:
             raise SystemExit(f"{home} ds={ds}: no checkpoint of {', '.join(missing)}")
-        users, labels, scores = next_day_scores(layout, {m: trained[m] for m in models}, following, cfg.label)
+        users, labels, scores = next_day_scores(layout, {m: trained[m] for m in models}, following, cfg)
         out.append({"home": home, "ds": ds, "users": users, "labels": labels, "scores": scores,
                     "new": ~np.isin(users, np.fromiter(seen, np.int64, len(seen)))})
     return out

@@ -231,7 +231,7 @@ def score_next_day(ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[str,
     layout = Layout(ecat_home)
     out = []
     for ds, nxt in pairs:
-        users, labels, scores = next_day_scores(layout, scorable_models(layout, ds), nxt, cfg.label)
+        users, labels, scores = next_day_scores(layout, scorable_models(layout, ds), nxt, cfg)
         reported = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]
         for model, s in scores.items():
             pipeline = reported.get(model, {}).get("next_day")
@@ -311,7 +311,7 @@ def measure(seed: int, ecat_home: Path, conf: dict[str, Any], pairs: list[tuple[
 # Replay of kept homes (--replay)
 # ----------------------------------------------------------------------------------------
 # what the guard alone reads: a replay may change these, and nothing else, from what a home ran with
-REPLAYABLE = ("guard_enabled", "guard_margin", "guard_rule", "guard_candidates", "guard_window_days",
+REPLAYABLE = ("guard_enabled", "guard_margin", "guard_rule", "guard_candidates", "guard_window_days", "guard_slice",
               "serve_calibration", "calibration_strength")
 
 

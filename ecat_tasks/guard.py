@@ -4,7 +4,10 @@ ECAT's transfer can hurt (a source that disagrees with the mini-app, a shifted d
 the guard compares ECAT's student with every comparison model that trained *today* -- the
 configured baselines, the teacher of the day and the ECAT ablations -- on the *validation*
 users only (never trained on, on any day; their target rows of the last ``guard_window_days``
-days of the lookback window). A comparison model on a ``compare_every_days`` cadence that did
+days of the lookback window), each day's rows scored, under ``guard_slice=previous_day`` (the
+default), by the candidates' checkpoints of the day before: the models that served that day, which
+never saw it, so the slice is a sample of what tomorrow is to today's models (new users included).
+A comparison model on a ``compare_every_days`` cadence that did
 not train today is not a candidate: it would serve a stale checkpoint; nor is one left out of
 ``guard_candidates``: by default the baselines and the teacher, not the ablations, which still
 train and are reported (fewer candidates, less winner's curse: chosen by a cross-fit on the
@@ -45,11 +48,11 @@ import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import days_sliced_as_today, validation_window, window_days
+from ecat_tasks.inputs import days_sliced_as_today, previous_day_pairs, target_day, validation_window, window_days
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.calibration import CALIBRATION_FILE, Calibration, fit_calibration
 from ecat_tasks.models.continual import load_model
-from ecat_tasks.report import checkpoint_checksum, model_dir, model_kind
+from ecat_tasks.report import checkpoint_checksum, load_scorer, model_dir, model_kind, scorable_models
 from ecat_tasks.splits import SLICE_SETTINGS
 from ecat_tasks.storage import MANIFEST, Layout, atomic_dir, clean_stale_tmp, write_manifest
 
@@ -151,6 +154,52 @@ def candidates(ds: str, cfg: EcatConfig, layout: Layout) -> list[str]:
     return [n for n in CANDIDATES if n in configured and (model_dir(layout, n, ds) / MANIFEST).is_file()]
 
 
+@dataclass
+class DecisionSlice:
+    """The rows the guard decides on and each candidate's scores of them (see :func:`decision_slice`)."""
+    frame: pd.DataFrame
+    scores: dict[str, np.ndarray]
+    kind: str  # "previous_day" or "today": whose checkpoints scored the rows
+    days: list[str]  # the days whose validation rows these are
+    missing: dict[str, str] = field(default_factory=dict)  # candidate -> why it has no scores here
+    note: str = ""  # why the slice is not the configured one, when it is not
+
+
+def decision_slice(ds: str, cfg: EcatConfig, layout: Layout, names: list[str], days: list[str]) -> DecisionSlice:
+    """The validation rows of ``days`` (the guard's window, oldest first) and the scores ``names`` give them.
+
+    ``guard_slice=previous_day``: each day's rows are scored by each candidate's checkpoint of the
+    lake day before it (a comparison model's newest on or before it, as the next-day report scores
+    it), so a row is scored by a model that served its day and never saw it; a day without an
+    earlier lake day or ECAT checkpoint is left out, and a candidate without a checkpoint for some
+    day is left out with the reason. ``today`` (or no day left): today's checkpoints score every day's rows.
+    """
+    pairs = []
+    if cfg.guard_slice == "previous_day":
+        pairs = [(before, day) for before, day in previous_day_pairs(ds, cfg, layout, len(days))
+                 if day in days and (model_dir(layout, "ecat", before) / MANIFEST).is_file()]
+    if not pairs:
+        note = "" if cfg.guard_slice == "today" else "no earlier day's ECAT in the window: today's models score it"
+        frame = validation_window(ds, cfg, layout, len(days))
+        scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names} \
+            if len(frame) else {}
+        return DecisionSlice(frame, scores, "today", days, note=note)
+    checkpoints = {before: scorable_models(layout, before) for before, _ in pairs}
+    missing = {n: f"no checkpoint on or before {before}, so no previous-day scores"
+               for before, _ in reversed(pairs) for n in names if n not in checkpoints[before]}
+    kept = [n for n in names if n not in missing]
+    frames, scores = [], {n: [] for n in kept}
+    for before, day in pairs:
+        rows = target_day(day, cfg, layout).validation
+        if len(rows):
+            frames.append(rows)
+            for n in kept:
+                scores[n].append(load_scorer(layout, n, checkpoints[before][n]).score(rows, cfg.label))
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return DecisionSlice(frame, {n: np.concatenate(v) for n, v in scores.items()} if frames else {}, "previous_day",
+                         [day for _, day in pairs], missing)
+
+
 def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
     """Task entry point: decide today's served model; its manifest in ``models/served/ds=``."""
     layout = layout or Layout()
@@ -160,22 +209,23 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
     reads = cfg.guard_enabled or cfg.serve_calibration
     window, changed = (days_sliced_as_today(window_days(ds, cfg, layout)[-cfg.guard_window_days:], cfg, layout)
                        if reads else ([], None))
-    n_days = max(len(window), 1)  # today's rows at least
     if changed:
         log.warning("guard ds=%s: the slice settings (%s) changed after %s, whose student trained under others: the "
                     "window is cut to the %d day(s) since, whose validation rows no model trained on",
-                    ds, ", ".join(SLICE_SETTINGS), changed, n_days)
-    frame = validation_window(ds, cfg, layout, n_days) if reads else pd.DataFrame()
-    users, labels = (frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()) if len(frame) else (None, None)
-    scores: dict[str, np.ndarray] = {}
+                    ds, ", ".join(SLICE_SETTINGS), changed, max(len(window), 1))
+    rows = decision_slice(ds, cfg, layout, names if cfg.guard_enabled else ["ecat"], window or [ds]) if reads else DecisionSlice(pd.DataFrame(), {}, "today", [])
+    frame = rows.frame
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
         why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else
                "no validation rows in the window" if len(frame) == 0 else "no other candidate trained today")
         decision = GuardDecision("ecat", f"{why}: ECAT served", cfg.guard_rule, [], {})
     else:
-        scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names}
-        decision = decide(users, labels, scores, cfg.guard_margin, seed=cfg.seed, rule=cfg.guard_rule)
-    cal = calibrate(decision.served, ds, cfg, layout, frame, scores)
+        decision = decide(frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), rows.scores, cfg.guard_margin,
+                          seed=cfg.seed, rule=cfg.guard_rule)
+        if rows.missing:
+            decision.excluded.update(rows.missing)
+            decision.reason += "; no previous-day scores: " + ", ".join(rows.missing)
+    cal = calibrate(decision.served, ds, cfg, layout, rows)
     out = layout.model(SERVED_AREA, ds)
     clean_stale_tmp(out.parent)
     with atomic_dir(out) as tmp:
@@ -187,26 +237,30 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
                        checkpoint_dir=str(model_dir(layout, decision.served, ds)), candidates=names,
                        excluded=decision.excluded, comparisons=decision.comparisons, validation_rows=int(len(frame)),
                        validation_metrics=decision.metrics, rule=decision.rule, margin=cfg.guard_margin,
-                       window_days=n_days, slices_changed_after=changed)
+                       window_days=len(rows.days), slice=rows.kind, slice_days=rows.days, slice_note=rows.note,
+                       slices_changed_after=changed)
     secs = time.perf_counter() - t0
     fallback = f" ({model_kind(decision.served)}; FALLBACK: ECAT not served)" if decision.fallback else ""
+    scored_by = "the day before's models" if rows.kind == "previous_day" else "today's models"
     line = (f"guard ds={ds}: serving {decision.served}{fallback} -- "
-            f"[guard_rule={decision.rule}] {decision.reason}; {cal.describe()}; {len(frame)} validation rows, candidates {', '.join(names)}; "
-            f"{out} in {secs:.1f}s")
+            f"[guard_rule={decision.rule}] {decision.reason}; {cal.describe()}; {len(frame)} validation rows of "
+            f"{len(rows.days)} day(s) scored by {scored_by}{' (' + rows.note + ')' if rows.note else ''}, "
+            f"candidates {', '.join(names)}; {out} in {secs:.1f}s")
     (log.warning if decision.fallback else log.info)(line)
     return {"ds": ds, "served": decision.served, "fallback": decision.fallback, "reason": decision.reason,
-            "rule": decision.rule, "calibrated": cal.fitted, "path": str(out), "seconds": round(secs, 2)}
+            "rule": decision.rule, "slice": rows.kind, "calibrated": cal.fitted, "path": str(out),
+            "seconds": round(secs, 2)}
 
 
-def calibrate(served: str, ds: str, cfg: EcatConfig, layout: Layout, frame: pd.DataFrame,
-              scores: dict[str, np.ndarray]) -> Calibration:
-    """The served model's calibration, fitted on the guard's validation rows (identity, with the reason, when off)."""
+def calibrate(served: str, ds: str, cfg: EcatConfig, layout: Layout, rows: DecisionSlice) -> Calibration:
+    """The served model's calibration, fitted on the rows and scores the guard decided on (today's
+    checkpoint's scores when the guard compared none); identity, with the reason, when off."""
     if not cfg.serve_calibration:
         return Calibration(reason="serve_calibration=false")
-    if len(frame) == 0:
+    if len(rows.frame) == 0:
         return Calibration(reason="no validation rows in the window")
-    probs = scores.get(served)
+    probs = rows.scores.get(served)
     if probs is None:
-        probs = load_model(layout.require(model_dir(layout, served, ds))).score(frame, cfg.label)
-    return fit_calibration(frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), probs, cfg.calibration_strength,
-                           seed=cfg.seed)
+        probs = load_model(layout.require(model_dir(layout, served, ds))).score(rows.frame, cfg.label)
+    return fit_calibration(rows.frame["user_id"].to_numpy(), rows.frame[cfg.label].to_numpy(), probs,
+                           cfg.calibration_strength, seed=cfg.seed)

@@ -22,13 +22,23 @@ from ecat_tasks.config import EcatConfig
 from ecat_tasks.models.data import read_lake
 from ecat_tasks.models.daycache import DayCache, string_values
 from ecat_tasks.models.stream import Part, select_ids
-from ecat_tasks.splits import SLICE_KEYS, TargetSplit, slice_settings, split_target, train_mask
+from ecat_tasks.splits import (
+    SLICE_KEYS, VALIDATION, TargetSplit, slice_codes, slice_settings, split_target, train_mask,
+)
 from ecat_tasks.storage import MANIFEST, Layout, read_manifest, shift_ds
 
 
 def target_rows(ds: str, layout: Layout) -> pd.DataFrame:
-    """Every validated target row of ``ds`` (the next-day evaluation set of ``ds - 1``'s models)."""
+    """Every validated target row of ``ds``."""
     return read_lake([layout.require(layout.lake("target", ds))])
+
+
+def next_day_rows(ds: str, cfg: EcatConfig, layout: Layout) -> pd.DataFrame:
+    """The target rows of ``ds`` that ``ds - 1``'s models are reported on (the next-day metric): every
+    row but ``ds``'s validation slice, in lake order. The guard (``guard_slice=previous_day``) reads
+    those validation rows scored by the same models, so no reported row ever decides anything."""
+    frame = target_rows(ds, layout)
+    return frame[slice_codes(frame, cfg) != VALIDATION].reset_index(drop=True)
 
 
 def target_day(ds: str, cfg: EcatConfig, layout: Layout) -> TargetSplit:
@@ -135,6 +145,14 @@ def validation_window(ds: str, cfg: EcatConfig, layout: Layout, days: int) -> pd
     (no model trains on a validation row, on any day: every decision may read them)."""
     parts = [target_day(day, cfg, layout).validation for day in window_days(ds, cfg, layout)[-days:]]
     return pd.concat(parts, ignore_index=True)
+
+
+def previous_day_pairs(ds: str, cfg: EcatConfig, layout: Layout, days: int) -> list[tuple[str, str]]:
+    """(day before, day) for the last ``days`` days of the lookback window ending at ``ds`` that have
+    an earlier lake day in the window: the models of the day before served the day, and the day's
+    validation rows, which no model of the day before trained on, say how they did on it."""
+    lake = window_days(ds, cfg, layout)
+    return [(before, day) for before, day in zip(lake, lake[1:])][-days:]
 
 
 def days_sliced_as_today(days: list[str], cfg: EcatConfig, layout: Layout) -> tuple[list[str], str | None]:

@@ -1,9 +1,11 @@
-"""score_previous_day: yesterday's models on all of today's target rows (the primary metric).
+"""score_previous_day: yesterday's models on today's target rows (the primary metric).
 
 A model trained through day d-1 serves day d, so every model of d-1 (ECAT's student, the
 teacher, each baseline and ablation with a checkpoint, and ``served``: the guard's choice
 through the calibration fitted on d-1's validation rows) is scored on every validated target
-row of d, which no model has trained on. This runs before anything trains on d. It writes
+row of d but d's validation slice (:func:`ecat_tasks.inputs.next_day_rows`), which no model
+has trained on. The validation rows are left out because the guard of d decides on them,
+scored by these same models (``guard_slice=previous_day``): a reported row never decides. This runs before anything trains on d. It writes
 into d-1's report (``next_day`` in metrics.json, csv, html) and d-1's MLflow runs
 (``next_day_*``), with ECAT's lift over each model by a paired bootstrap over users.
 
@@ -24,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ecat_tasks.config import EcatConfig
-from ecat_tasks.inputs import target_rows
+from ecat_tasks.inputs import next_day_rows
 from ecat_tasks.metrics import BootstrapDraws, all_metrics, paired_bootstrap_lift
 from ecat_tasks.report import (
     SERVED, checkpoint_checksum, load_scorer, read_report, scorable_models, served_choice, write_report,
@@ -152,7 +154,7 @@ def score_previous_day(ds: str, cfg: EcatConfig, layout: Layout | None = None) -
         log.info("score_previous_day ds=%s: no models of %s (first day, or that day did not train): nothing to score",
                  ds, prev)
         return {"ds": ds, "previous_ds": prev, "scored": [], "seconds": round(time.perf_counter() - t0, 2)}
-    frame = target_rows(ds, layout)
+    frame = next_day_rows(ds, cfg, layout)
     users, labels = frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()
     scores: dict[str, np.ndarray] = {}
     for name, probs in score_models(layout, days, frame, cfg.label).items():

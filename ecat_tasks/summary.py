@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ecat_tasks.storage import Layout
+
+if TYPE_CHECKING:
+    from ecat_tasks.config import EcatConfig
 
 METRICS = ("auc", "gauc", "logloss")
 
@@ -98,15 +101,25 @@ def lift_table(layout: Layout) -> list[str]:
 
 
 def next_day_scores(layout: Layout, checkpoints: dict[str, str], next_ds: str,
-                    label: str) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """Users and labels of ``next_ds``'s target rows and each model's scores of them;
-    ``checkpoints``: model -> the day of its checkpoint (``report.scorable_models``)."""
-    from ecat_tasks.models.data import read_lake
+                    cfg: EcatConfig) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Users and labels of ``next_ds``'s next-day rows (:func:`ecat_tasks.inputs.next_day_rows`, sliced
+    by ``cfg``) and each model's scores of them; ``checkpoints``: model -> the day of its checkpoint
+    (``report.scorable_models``)."""
+    from ecat_tasks.inputs import next_day_rows
     from ecat_tasks.report import load_scorer
 
-    frame = read_lake([layout.require(layout.lake("target", next_ds))])
-    scores = {m: np.asarray(load_scorer(layout, m, day).score(frame, label), np.float64) for m, day in checkpoints.items()}
-    return frame["user_id"].to_numpy(), frame[label].to_numpy(), scores
+    frame = next_day_rows(next_ds, cfg, layout)
+    scores = {m: np.asarray(load_scorer(layout, m, day).score(frame, cfg.label), np.float64) for m, day in checkpoints.items()}
+    return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores
+
+
+def report_config(report: dict[str, Any]) -> EcatConfig:
+    """The label and slice settings a day's report recorded (what its next-day rows are cut by)."""
+    from ecat_tasks.config import EcatConfig
+    from ecat_tasks.splits import SLICE_SETTINGS
+
+    ran = report.get("parameters") or {}
+    return EcatConfig.from_mapping({"label": report["label"], **{k: ran[k] for k in SLICE_SETTINGS if k in ran}}, env={})
 
 
 def pooled_lifts(layout: Layout, n_resamples: int = 1000, seed: int = 0) -> tuple[list[str], dict[str, Any], list[str]]:
@@ -129,7 +142,7 @@ def pooled_lifts(layout: Layout, n_resamples: int = 1000, seed: int = 0) -> tupl
             notes.append(f"{report['ds']} left out: checkpoints of {', '.join(stale)} changed since they were scored "
                          f"on {nxt['ds']} (rerun {nxt['ds']}'s scoring)")
             continue
-        users, labels, scores = next_day_scores(layout, {m: trained[m] for m in names}, nxt["ds"], report["label"])
+        users, labels, scores = next_day_scores(layout, {m: trained[m] for m in names}, nxt["ds"], report_config(report))
         days.append(report["ds"])
         groups.append((users, labels, scores))
         models = set(names) if models is None else models & set(names)

@@ -8,7 +8,7 @@ import pytest
 from conftest import DAYS
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
-from ecat_tasks.inputs import eval_sets, target_rows
+from ecat_tasks.inputs import eval_sets, next_day_rows
 from ecat_tasks.graph_select import graph_select
 from ecat_tasks.metrics import all_metrics, paired_bootstrap_lift
 from ecat_tasks.models.continual import load_model
@@ -100,12 +100,15 @@ def test_evaluate_next_day_and_promotion(layout, cfg):
     assert set(scored["scored"]) == models
     report = json.loads((layout.report(d1) / "metrics.json").read_text())
     n_target = json.loads((layout.lake("target", d2) / "_manifest.json").read_text())["rows"]
+    # every row of d2 but its validation slice, which the guard of d2 reads scored by these same models
+    n_validation = len(eval_sets(d2, cfg, layout)["validation"])
+    assert 0 < n_validation < n_target and report["next_day"]["rows"] == n_target - n_validation
     for name in models:
         nd = report["models"][name]["next_day"]
-        assert nd["rows"] == n_target and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
+        assert nd["rows"] == n_target - n_validation and nd["auc_lo"] <= nd["auc"] <= nd["auc_hi"]
     assert set(report["next_day"]["lift"]) == models - {"ecat"}
     # the numbers are the definitions' (all models are bootstrapped on one set of resamples): checked for one
-    frame = target_rows(d2, layout)
+    frame = next_day_rows(d2, cfg, layout)
     users, labels = frame["user_id"].to_numpy(), frame[cfg.label].to_numpy()
     ecat, mixed = (load_model(layout.model(n, d1)).score(frame, cfg.label) for n in ("student", "mixed"))
     band = paired_bootstrap_lift(users, labels, mixed, np.full(len(frame), 0.5), 1000, cfg.seed)["auc"]

@@ -16,7 +16,7 @@ from ecat_tasks.graph_select import graph_select
 from ecat_tasks.guard import CANDIDATES, candidates, decide, guard, switches
 from bench.guard_rules import crossfit_day, fold_of
 from bench.quality import score_next_day
-from ecat_tasks.inputs import eval_sets, target_rows, validation_window
+from ecat_tasks.inputs import eval_sets, next_day_rows, validation_window
 from ecat_tasks.metrics import logloss
 from ecat_tasks.models.calibration import Calibration
 from ecat_tasks.models.continual import load_model
@@ -281,7 +281,7 @@ def test_the_teacher_is_served_reported_tagged_and_promoted(layout, cfg, caplog,
 
     # the next day: the pipeline and bench.quality score the served row with the same calibrated probabilities
     score_previous_day(DAYS[1], cfg, layout)
-    nxt = target_rows(DAYS[1], layout)
+    nxt = next_day_rows(DAYS[1], cfg, layout)
     expected = cal.apply(load_model(teacher).score(nxt, cfg.label))
     pipeline = json.loads((layout.report(ds) / "metrics.json").read_text())["models"]["served"]["next_day"]
     assert np.isclose(pipeline["logloss"], logloss(nxt[cfg.label].to_numpy(), expected))
@@ -302,3 +302,65 @@ def test_a_comparison_model_not_trained_today_is_no_candidate(layout, cfg):
     assert out["served"] in ("teacher", "ecat") and manifest["candidates"] == ["teacher", "ecat"]
     (c,) = manifest["comparisons"]
     assert {c["challenger"], c["incumbent"]} == {"teacher", "ecat"} and manifest["rule"] == cfg.guard_rule
+
+
+class _Oracle:
+    """A checkpoint that ranks the rows it scores perfectly (AUC 1 by construction)."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def score(self, frame, label):
+        return 0.5 + 0.4 * (2.0 * frame[label].to_numpy() - 1.0) + 0.01 * self.loaded.score(frame, label)
+
+
+def _train_day(ds, cfg, layout):
+    graph_select(ds, cfg, layout)
+    teacher_refresh(ds, cfg, layout)
+    domain_reweight(ds, cfg, layout)
+    student_distill(ds, cfg, layout)
+    train_baselines(ds, cfg, layout)
+
+
+def test_the_previous_day_slice_scores_each_day_with_the_checkpoints_of_the_day_before(layout, cfg, monkeypatch):
+    """guard_slice=previous_day: day 2's validation rows are scored by day 1's checkpoints, which never
+    saw day 2. The teacher's day-1 checkpoint ranks them perfectly and its day-2 checkpoint backwards:
+    the teacher is served under previous_day and not under today. target_only trained on day 2 only:
+    it has no previous-day scores, so it is left out with the reason. The first day has no day before:
+    today's models score it, and the manifest says so."""
+    cfg = cfg.replace(guard_rule="margin")
+    assert cfg.guard_slice == "previous_day"  # the default
+    _train_day(DAYS[0], cfg.replace(baselines=[]), layout)
+    guard(DAYS[0], cfg, layout)
+    first = json.loads((layout.model("served", DAYS[0]) / MANIFEST).read_text())
+    assert first["slice"] == "today" and "no earlier day" in first["slice_note"] and first["slice_days"] == [DAYS[0]]
+    _train_day(DAYS[1], cfg, layout)
+    assert candidates(DAYS[1], cfg, layout) == ["target_only", "teacher", "ecat"]
+
+    real_scorer, real_load = guard_module.load_scorer, guard_module.load_model
+    scored = []
+
+    def scorer(lay, name, day):
+        scored.append((name, day))
+        return _Oracle(real_scorer(lay, name, day)) if name == "teacher" else real_scorer(lay, name, day)
+
+    teacher_today = model_dir(layout, "teacher", DAYS[1])
+    monkeypatch.setattr(guard_module, "load_scorer", scorer)
+    monkeypatch.setattr(guard_module, "load_model", lambda d: _Reversed(real_load(d)) if d == teacher_today else real_load(d))
+    monkeypatch.setattr(guard_module, "fit_calibration", lambda *a, **k: Calibration(reason="not under test"))
+
+    out = guard(DAYS[1], cfg, layout)
+    manifest = json.loads((layout.model("served", DAYS[1]) / MANIFEST).read_text())
+    assert out["served"] == "teacher" and out["slice"] == "previous_day"
+    assert manifest["slice"] == "previous_day" and manifest["slice_days"] == [DAYS[1]] and manifest["slice_note"] == ""
+    assert {day for _, day in scored} == {DAYS[0]} and {name for name, _ in scored} == {"teacher", "ecat"}
+    day_two = len(eval_sets(DAYS[1], cfg, layout)["validation"])
+    assert manifest["validation_rows"] == day_two > 0  # day 2's rows only
+    assert manifest["excluded"] == {"target_only": f"no checkpoint on or before {DAYS[0]}, so no previous-day scores"}
+    assert "no previous-day scores: target_only" in manifest["reason"]
+
+    today = guard(DAYS[1], cfg.replace(guard_slice="today"), layout)  # today's teacher ranks backwards
+    assert today["served"] != "teacher" and today["slice"] == "today"
+    manifest = json.loads((layout.model("served", DAYS[1]) / MANIFEST).read_text())
+    assert manifest["validation_rows"] == len(validation_window(DAYS[1], cfg, layout, 2)) > day_two  # both days' rows
+    assert manifest["slice_days"] == list(DAYS) and manifest["excluded"] == {}

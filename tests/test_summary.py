@@ -66,8 +66,8 @@ def test_pooled_lift_scores_unchanged_checkpoints_only(two_days, monkeypatch):
     scores = {"ecat": 0.3 * labels + noise, "target_only": noise}  # ECAT clearly better
     calls = []
 
-    def fake_scores(layout, checkpoints, next_ds, label):
-        calls.append((checkpoints, next_ds, label))
+    def fake_scores(layout, checkpoints, next_ds, cfg):
+        calls.append((checkpoints, next_ds, cfg.label))
         return users, labels, {m: np.clip(scores[m] / 1.3, 0.01, 0.99) for m in checkpoints}
 
     monkeypatch.setattr(summary, "next_day_scores", fake_scores)
