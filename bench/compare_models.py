@@ -5,7 +5,7 @@
 
 Input: the homes ``bench.quality --keep`` leaves (one per seed). On every day the guard
 decided, both models' scores of the guard's validation window (:func:`bench.guard_rules.day_scores`:
-validation rows, never trained on) are compared; the lift of the first over the
+validation rows, never trained on, scored as the guard scores them under ``guard_slice``) are compared; the lift of the first over the
 second is pooled over (seed, day) by a paired bootstrap over users. An ablation against ECAT
 is what its component adds; next-day and cold-start rows are never read.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.guard_rules import day_scores, guard_days, home_config
+from bench.guard_rules import day_scores, guard_days, home_config, slice_unseen_share
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -37,16 +37,20 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     days: dict[tuple, list] = {pair: [] for pair in pairs}
     level: dict[str, list[tuple[float, float]]] = {}
+    unseen = []
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
         for ds in guard_days(home):
             users, labels, scores, _ = day_scores(ds, cfg, home, args.unseen_share)
+            unseen.append((slice_unseen_share(home, cfg, ds), len(labels)))
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in {m for pair in pairs for m in pair}:
                 level.setdefault(name, []).append((auc(labels, scores[name]), logloss(labels, scores[name])))
     n = len(next(iter(days.values())))
-    print(f"{args.data}: {len(args.homes)} home(s), {n} (seed, day) validation windows")
+    print(f"{args.data}: {len(args.homes)} home(s), {n} (seed, day) validation windows (guard_slice={cfg.guard_slice}), "
+          f"{np.mean([u[1] for u in unseen]):.0f} rows each on average, {np.mean([u[0] for u in unseen]):.1%} of them "
+          "from users no training row of the scoring checkpoints' days holds")
     print("| model | validation AUC | validation logloss |\n|---|---|---|")
     for name, vals in level.items():
         print(f"| {name} | {np.mean([v[0] for v in vals]):.4f} | {np.mean([v[1] for v in vals]):.4f} |")

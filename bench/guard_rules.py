@@ -104,6 +104,33 @@ def users_seen(layout: Any, days: list[str]) -> Iterator[tuple[str, frozenset[in
         yield ds, frozenset(seen)
 
 
+def slice_unseen_share(home: Path, cfg: Any, ds: str) -> float:
+    """Share of the guard's decision rows on ``ds`` (under ``cfg.guard_slice``) whose user has no training
+    row (source, or the target's train slice) on any lake day up to that of the checkpoints scoring the row:
+    how much of the slice is new users to the models it reads, as a next day is. Reads no next-day row."""
+    import pandas as pd
+
+    from ecat_tasks.inputs import previous_day_pairs, target_day, validation_window, window_days
+    from ecat_tasks.report import model_dir
+    from ecat_tasks.storage import MANIFEST, Layout
+
+    layout = Layout(home / "ecat_home")
+    days = window_days(ds, cfg, layout)[-cfg.guard_window_days:]
+    pairs = [(before, day) for before, day in previous_day_pairs(ds, cfg, layout, len(days))
+             if (model_dir(layout, "ecat", before) / MANIFEST).is_file()] if cfg.guard_slice == "previous_day" else []
+    scored = ([(before, target_day(day, cfg, layout).validation) for before, day in pairs] if pairs
+              else [(ds, validation_window(ds, cfg, layout, len(days)))])
+    new = total = 0
+    for by, rows in scored:
+        known: set[int] = set()
+        for day in (d for d in home_days(home) if d <= by):
+            known.update(pd.read_parquet(layout.lake("source", day), columns=["user_id"])["user_id"].tolist())
+            known.update(target_day(day, cfg, layout).train["user_id"].tolist())
+        new += int((~rows["user_id"].isin(known)).sum())
+        total += len(rows)
+    return new / total if total else float("nan")
+
+
 def as_unseen(frame: Any, share: float, seed: int) -> Any:
     """``frame`` with a ``share`` of its users (a salted hash of the user) given fresh ids no model knows:
     those rows are scored as a new user's, which a validation slice of trained users never holds."""

@@ -26,18 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.guard_rules import users_seen
+from bench.guard_rules import home_config, users_seen
 from bench.quality import DATASETS, home_days, home_seed
 
 
 def segments(home: Path, data: str, conf: dict[str, Any], models: list[str]) -> list[dict[str, Any]]:
     """Per evaluated day of ``home``: users, labels, the models' scores and which rows are new users'."""
-    from ecat_tasks.config import EcatConfig
     from ecat_tasks.report import scorable_models
     from ecat_tasks.storage import Layout
     from ecat_tasks.summary import next_day_scores
 
-    cfg = EcatConfig.from_mapping({**DATASETS[data]["conf"], **conf}, env={})
+    cfg = home_config(home, data, conf)  # its seed and slice rules: they cut the next-day rows
     layout = Layout(home / "ecat_home")
     days = home_days(home)
     out = []
