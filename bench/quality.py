@@ -18,8 +18,9 @@ of every model. Every day is then run through Airflow, in date order, with ``air
 a day counts only when ``airflow dags list-runs`` reports its DAG run ``success`` and its
 ``reports/ds=<ds>/metrics.json`` exists (the benchmark stops at the first failed day).
 
-Primary metric: **next day**. The models of day ``d`` (trained through ``d``) score every
-target row of ``d + 1``, which no model has trained on; the benchmark loads each day's
+Primary metric: **next day**. The models of day ``d`` (trained through ``d``) score the
+target rows of ``d + 1`` but its validation slice (which the guard of ``d + 1`` reads, scored by
+the same models), rows no model of ``d`` has trained on; the benchmark loads each day's
 checkpoints and scores them itself (so the per-row scores are at hand for the bootstrap) and,
 where ``metrics.json`` of ``d`` already holds a ``next_day`` entry (the pipeline's next-day
 scoring), checks that its own AUC and logloss equal it. The ``served`` row is the guard's choice

@@ -237,8 +237,8 @@ def render_html(ds: str, report: dict[str, Any]) -> str:
     parts += decision or ["<p>No promotion decision recorded for this day yet.</p>"]
 
     if nxt:
-        parts.append(f"<h2>Next day (primary): scored on ds={html.escape(str(nxt['ds']))}, {nxt['rows']} target rows, "
-                     f"{nxt['users']} users; ECAT's lift over each model, 95% paired bootstrap over users</h2>")
+        parts.append(f"<h2>Next day (primary): scored on ds={html.escape(str(nxt['ds']))}, {nxt['rows']} target rows "
+                     f"(its validation slice left out: the guard decides on it), {nxt['users']} users; ECAT's lift over each model, 95% paired bootstrap over users</h2>")
         rows = []
         for model, sets in sorted(models.items(), key=lambda kv: -np.nan_to_num(kv[1].get("next_day", {}).get("auc", np.nan))):
             nd = sets.get("next_day")

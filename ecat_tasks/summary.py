@@ -1,7 +1,7 @@
 """CLI: every evaluated day at a glance (``python -m ecat_tasks.summary``).
 
-Primary: next-day AUC, GAUC and logloss (the models of ``ds`` on every target row of the day
-after, written by that day's scoring); secondary: the cold-start holdout of ``ds``. Then
+Primary: next-day AUC, GAUC and logloss (the models of ``ds`` on the target rows of the day
+after but its validation slice, written by that day's scoring); secondary: the cold-start holdout of ``ds``. Then
 ECAT's lift over each model per day (paired bootstrap over users, from ``metrics.json``) and
 pooled over every day that has next-day scores: the pooled interval needs the per-row scores,
 so the checkpoints are scored again on the next day's rows, and only where their checksums are
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     layout = Layout(args.home)
     out = [f"Outputs under {layout.root}: lake/, selection/, models/, reports/ (report.html per day), mlflow.db", "",
-           "Next day (primary: the models of ds on every target row of the day after) and cold start (secondary: "
+           "Next day (primary: the models of ds on the target rows of the day after but its validation slice) and cold start (secondary: "
            "ds's held-out users)", "", *metrics_table(layout), "",
            "Served model per day (the negative-transfer guard's choice on the validation slice)", "",
            *served_table(layout), "",
