@@ -253,13 +253,15 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
 
 
 def calibrate(served: str, ds: str, cfg: EcatConfig, layout: Layout, rows: DecisionSlice) -> Calibration:
-    """The served model's calibration, fitted on the rows and scores the guard decided on (today's
-    checkpoint's scores when the guard compared none); identity, with the reason, when off."""
+    """The served model's calibration, fitted on the rows the guard decided on, scored by today's
+    checkpoint of the served model: the map is applied to that checkpoint's scores, so it is fitted on
+    them (under ``guard_slice=previous_day`` the guard's own scores are the day before's checkpoints').
+    Identity, with the reason, when off."""
     if not cfg.serve_calibration:
         return Calibration(reason="serve_calibration=false")
     if len(rows.frame) == 0:
         return Calibration(reason="no validation rows in the window")
-    probs = rows.scores.get(served)
+    probs = rows.scores.get(served) if rows.kind == "today" else None
     if probs is None:
         probs = load_model(layout.require(model_dir(layout, served, ds))).score(rows.frame, cfg.label)
     return fit_calibration(rows.frame["user_id"].to_numpy(), rows.frame[cfg.label].to_numpy(), probs,

@@ -347,7 +347,9 @@ def test_the_previous_day_slice_scores_each_day_with_the_checkpoints_of_the_day_
     teacher_today = model_dir(layout, "teacher", DAYS[1])
     monkeypatch.setattr(guard_module, "load_scorer", scorer)
     monkeypatch.setattr(guard_module, "load_model", lambda d: _Reversed(real_load(d)) if d == teacher_today else real_load(d))
-    monkeypatch.setattr(guard_module, "fit_calibration", lambda *a, **k: Calibration(reason="not under test"))
+    fitted = []
+    monkeypatch.setattr(guard_module, "fit_calibration",
+                        lambda users, labels, probs, *a, **k: fitted.append(probs) or Calibration(reason="not under test"))
 
     out = guard(DAYS[1], cfg, layout)
     manifest = json.loads((layout.model("served", DAYS[1]) / MANIFEST).read_text())
@@ -356,6 +358,9 @@ def test_the_previous_day_slice_scores_each_day_with_the_checkpoints_of_the_day_
     assert {day for _, day in scored} == {DAYS[0]} and {name for name, _ in scored} == {"teacher", "ecat"}
     day_two = len(eval_sets(DAYS[1], cfg, layout)["validation"])
     assert manifest["validation_rows"] == day_two > 0  # day 2's rows only
+    # the calibration is fitted on the served checkpoint of today, whose scores it maps, on the same rows
+    rows = eval_sets(DAYS[1], cfg, layout)["validation"]
+    assert np.allclose(fitted[-1], _Reversed(real_load(teacher_today)).score(rows, cfg.label))
     assert manifest["excluded"] == {"target_only": f"no checkpoint on or before {DAYS[0]}, so no previous-day scores"}
     assert "no previous-day scores: target_only" in manifest["reason"]
 
