@@ -4,7 +4,7 @@
         --models served finetune target_only teacher_finetune
 
 ``--against-homes`` adds the first model of other homes (same seeds, another config) as
-``<model>@against``: the same next-day rows, so the lift is paired.
+``<model>@against`` (``--against-models``: those models instead): the same next-day rows, so the lift is paired.
 
 Input: the homes ``bench.quality --keep`` leaves (one per seed). For every evaluated day, the
 next day's target rows are scored as ``bench.quality`` scores them (``summary.next_day_scores``,
@@ -63,19 +63,22 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--against-homes", nargs="+", type=Path, help="other homes of the same seeds (another config): "
                    "the first model here against the same model there, paired by seed and day, per segment")
     p.add_argument("--against-conf", default="{}", help="the --conf the --against-homes ran with beyond the data set's")
+    p.add_argument("--against-models", nargs="+", default=[], help="models of the --against-homes to add (default: "
+                   "the first model), e.g. the baselines, which a config of the student alone does not change")
     args = p.parse_args(argv)
     days = [d for home in args.homes for d in segments(home, args.data, json.loads(args.conf), args.models)]
     if args.against_homes:
         first = args.models[0]
+        added = args.against_models or [first]
         other = {(home_seed(h), d["ds"]): d for h in args.against_homes
-                 for d in segments(h, args.data, json.loads(args.against_conf), [first])}
+                 for d in segments(h, args.data, json.loads(args.against_conf), added)}
         for home in args.homes:
             for d in (d for d in days if d["home"] == home):
                 twin = other.get((home_seed(home), d["ds"]))
                 if twin is None or not np.array_equal(twin["users"], d["users"]):
                     raise SystemExit(f"{home} ds={d['ds']}: no --against-homes twin scoring the same next-day rows")
-                d["scores"][f"{first}@against"] = twin["scores"][first]
-        args.models = [*args.models, f"{first}@against"]
+                d["scores"].update({f"{m}@against": twin["scores"][m] for m in added})
+        args.models = [*args.models, *(f"{m}@against" for m in added)]
     if not days:
         raise SystemExit("no evaluated day with a next day in these homes")
     first = args.models[0]
