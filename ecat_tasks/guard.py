@@ -213,7 +213,8 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
         log.warning("guard ds=%s: the slice settings (%s) changed after %s, whose student trained under others: the "
                     "window is cut to the %d day(s) since, whose validation rows no model trained on",
                     ds, ", ".join(SLICE_SETTINGS), changed, max(len(window), 1))
-    rows = decision_slice(ds, cfg, layout, names if cfg.guard_enabled else ["ecat"], window or [ds]) if reads else DecisionSlice(pd.DataFrame(), {}, "today", [])
+    rows = (decision_slice(ds, cfg, layout, names if cfg.guard_enabled else ["ecat"], window or [ds]) if reads
+            else DecisionSlice(pd.DataFrame(), {}, "today", []))
     frame = rows.frame
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
         why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else
