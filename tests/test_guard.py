@@ -9,6 +9,7 @@ import pytest
 
 import ecat_tasks.guard as guard_module
 from conftest import DAYS
+from test_evaluate_promote import train_day
 from ecat_tasks.config import SERVABLE
 from ecat_tasks.domain_reweight import domain_reweight
 from ecat_tasks.evaluate import evaluate
@@ -314,14 +315,6 @@ class _Oracle:
         return 0.5 + 0.4 * (2.0 * frame[label].to_numpy() - 1.0) + 0.01 * self.loaded.score(frame, label)
 
 
-def _train_day(ds, cfg, layout):
-    graph_select(ds, cfg, layout)
-    teacher_refresh(ds, cfg, layout)
-    domain_reweight(ds, cfg, layout)
-    student_distill(ds, cfg, layout)
-    train_baselines(ds, cfg, layout)
-
-
 def test_the_previous_day_slice_scores_each_day_with_the_checkpoints_of_the_day_before(layout, cfg, monkeypatch):
     """guard_slice=previous_day: day 2's validation rows are scored by day 1's checkpoints, which never
     saw day 2. The teacher's day-1 checkpoint ranks them perfectly and its day-2 checkpoint backwards:
@@ -330,11 +323,11 @@ def test_the_previous_day_slice_scores_each_day_with_the_checkpoints_of_the_day_
     today's models score it, and the manifest says so."""
     cfg = cfg.replace(guard_rule="margin")
     assert cfg.guard_slice == "previous_day"  # the default
-    _train_day(DAYS[0], cfg.replace(baselines=[]), layout)
+    train_day(DAYS[0], cfg.replace(baselines=[]), layout)
     guard(DAYS[0], cfg, layout)
     first = json.loads((layout.model("served", DAYS[0]) / MANIFEST).read_text())
     assert first["slice"] == "today" and "no earlier day" in first["slice_note"] and first["slice_days"] == [DAYS[0]]
-    _train_day(DAYS[1], cfg, layout)
+    train_day(DAYS[1], cfg, layout)
     assert candidates(DAYS[1], cfg, layout) == ["target_only", "teacher", "ecat"]
 
     real_scorer, real_load = guard_module.load_scorer, guard_module.load_model
