@@ -36,7 +36,9 @@ from ecat_tasks.inputs import (
     candidates_part, graph_candidates_ids, source_part, source_sample_ids, source_subset_part, target_day,
     target_train_part,
 )
-from ecat_tasks.models.continual import Phase, Recipe, checkpoint_arch, fit_day, load_model, phase_batches
+from ecat_tasks.models.continual import (
+    Phase, Recipe, checkpoint_arch, fit_day, load_model, phase_batches, pretrain_finetune,
+)
 from ecat_tasks.models.reweighting import reweight
 from ecat_tasks.models.stream import Part
 from ecat_tasks.models.student import student_arch, train_student
@@ -114,7 +116,7 @@ def _fit_baseline(model: str, ds: str, cfg: EcatConfig, layout: Layout, target_t
         phases = [Phase([target_train, source], cfg.student_epochs, name="target+all_source")]
         arch = {**arch, "kind": "ranking_scenario"}
     elif model == "finetune":
-        phases = [Phase([source], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")]
+        phases = pretrain_finetune(source, target_train, cfg.student_epochs)
     elif model == "teacher_finetune":
         init_from = layout.require(layout.model("teacher", ds))
         phases = [Phase([target_train], cfg.student_epochs, name="finetune_target")]

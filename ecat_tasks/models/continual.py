@@ -27,14 +27,14 @@ from ecat_tasks.metrics import auc
 from ecat_tasks.models.health import check_health
 from ecat_tasks.models.model import LoadedModel, build_network, load_model
 from ecat_tasks.models.store import checkpoint_arch, find_warm_start, publish
-from ecat_tasks.models.trainer import Phase, Recipe, TrainedModel, TrainHooks, copy_embeddings, train
+from ecat_tasks.models.trainer import Phase, Recipe, TrainedModel, TrainHooks, copy_embeddings, pretrain_finetune, train
 from ecat_tasks.spec import spec_of
 from ecat_tasks.splits import slice_settings
 from ecat_tasks.storage import Layout
 
 # load_model is also what a registered champion's pyfunc imports from here
 __all__ = ["LoadedModel", "Phase", "Recipe", "TrainHooks", "build_network", "check_before_publish", "checkpoint_arch",
-           "copy_embeddings", "fit_day", "load_model", "phase_batches"]
+           "copy_embeddings", "fit_day", "load_model", "phase_batches", "pretrain_finetune"]
 
 
 def fit_day(name: str, ds: str, cfg: EcatConfig, layout: Layout, recipe: Recipe, *,

@@ -21,7 +21,7 @@ from ecat_tasks.models.daycache import DayCache, column_values
 from ecat_tasks.models.distill import distillation_loss
 from ecat_tasks.models.model import LoadedModel, ranking_kind
 from ecat_tasks.models.stream import Part, part_totals
-from ecat_tasks.models.trainer import Phase, Recipe, TrainHooks
+from ecat_tasks.models.trainer import Phase, Recipe, TrainHooks, pretrain_finetune
 from ecat_tasks.models.training import LossFn, predict_logits
 from ecat_tasks.storage import Layout
 
@@ -58,7 +58,7 @@ def student_phases(target_train: Part, candidates: Part, cfg: EcatConfig) -> lis
     Western's next day (bench/RESULTS.md, "The next day split into new and returning users").
     """
     if cfg.student_schedule == "pretrain_finetune":
-        return [Phase([candidates], 1, name="pretrain_source"), Phase([target_train], cfg.student_epochs, name="finetune_target")]
+        return pretrain_finetune(candidates, target_train, cfg.student_epochs)
     phases = [Phase([target_train, candidates], cfg.student_epochs, name="target+source")]
     if cfg.student_target_epochs > 0:
         phases.append(Phase([target_train], cfg.student_target_epochs, name="target_only"))

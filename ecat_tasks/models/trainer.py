@@ -48,6 +48,12 @@ class Phase:
         return list(self.frame)
 
 
+def pretrain_finetune(source: Part, target: Part, target_epochs: int) -> list[Phase]:
+    """One pass over ``source``, then ``target_epochs`` over ``target`` alone: the finetune
+    baseline's order, and the student's under ``student_schedule=pretrain_finetune``."""
+    return [Phase([source], 1, name="pretrain_source"), Phase([target], target_epochs, name="finetune_target")]
+
+
 class TrainHooks:
     """What a loss adds to plain training; the default is weighted BCE with nothing extra."""
 
