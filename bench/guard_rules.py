@@ -93,42 +93,41 @@ def unseen_user_share(home: Path, ds: str) -> float:
     return float(np.mean(shares)) if shares else 0.0
 
 
-def users_seen(layout: Any, days: list[str]) -> Iterator[tuple[str, frozenset[int]]]:
-    """(day, every user in the lake up to and including it, source or target), day by day."""
+def users_seen(layout: Any, days: list[str], cfg: Any = None) -> Iterator[tuple[str, frozenset[int]]]:
+    """(day, every user in the lake up to and including it, source or target), day by day; with
+    ``cfg``, a target row counts only in the train slice it cuts (the users a model could have trained on)."""
     import pandas as pd
+
+    from ecat_tasks.inputs import target_day
 
     seen: set[int] = set()
     for ds in days:
-        for part in ("source", "target"):
-            seen.update(pd.read_parquet(layout.lake(part, ds), columns=["user_id"])["user_id"].tolist())
+        seen.update(pd.read_parquet(layout.lake("source", ds), columns=["user_id"])["user_id"].tolist())
+        target = (pd.read_parquet(layout.lake("target", ds), columns=["user_id"]) if cfg is None
+                  else target_day(ds, cfg, layout).train)
+        seen.update(target["user_id"].tolist())
         yield ds, frozenset(seen)
 
 
 def slice_unseen_share(home: Path, cfg: Any, ds: str) -> float:
-    """Share of the guard's decision rows on ``ds`` (under ``cfg.guard_slice``) whose user has no training
-    row (source, or the target's train slice) on any lake day up to that of the checkpoints scoring the row:
-    how much of the slice is new users to the models it reads, as a next day is. Reads no next-day row."""
+    """Share of the guard's decision rows on ``ds`` (:func:`ecat_tasks.guard.decision_slice`, under
+    ``cfg.guard_slice``) whose user has no training row (source, or the target's train slice) on any
+    lake day up to that of the checkpoints scoring the row: how much of the slice is new users to the
+    models it reads, as a next day is. Scores no model and reads no next-day row."""
     import pandas as pd
 
-    from ecat_tasks.inputs import previous_day_pairs, target_day, validation_window, window_days
-    from ecat_tasks.report import model_dir
-    from ecat_tasks.storage import MANIFEST, Layout
+    from ecat_tasks.guard import decision_slice
+    from ecat_tasks.inputs import window_days
+    from ecat_tasks.storage import Layout
 
     layout = Layout(home / "ecat_home")
-    days = window_days(ds, cfg, layout)[-cfg.guard_window_days:]
-    pairs = [(before, day) for before, day in previous_day_pairs(ds, cfg, layout, len(days))
-             if (model_dir(layout, "ecat", before) / MANIFEST).is_file()] if cfg.guard_slice == "previous_day" else []
-    scored = ([(before, target_day(day, cfg, layout).validation) for before, day in pairs] if pairs
-              else [(ds, validation_window(ds, cfg, layout, len(days)))])
-    new = total = 0
-    for by, rows in scored:
-        known: set[int] = set()
-        for day in (d for d in home_days(home) if d <= by):
-            known.update(pd.read_parquet(layout.lake("source", day), columns=["user_id"])["user_id"].tolist())
-            known.update(target_day(day, cfg, layout).train["user_id"].tolist())
-        new += int((~rows["user_id"].isin(known)).sum())
-        total += len(rows)
-    return new / total if total else float("nan")
+    rows = decision_slice(ds, cfg, layout, [], window_days(ds, cfg, layout)[-cfg.guard_window_days:])
+    if not len(rows.frame):
+        return float("nan")
+    known = dict(users_seen(layout, [d for d in home_days(home) if d <= ds], cfg))
+    by = pd.to_datetime(rows.frame["ds"]).dt.strftime("%Y-%m-%d").map(rows.scored_by)
+    new = sum(int((~rows.frame["user_id"][by == day].isin(known[day])).sum()) for day in set(by))
+    return new / len(rows.frame)
 
 
 def as_unseen(frame: Any, share: float, seed: int) -> Any:

@@ -160,9 +160,13 @@ class DecisionSlice:
     frame: pd.DataFrame
     scores: dict[str, np.ndarray]
     kind: str  # "previous_day" or "today": whose checkpoints scored the rows
-    days: list[str]  # the days whose validation rows these are
+    scored_by: dict[str, str]  # each day whose validation rows these are -> the day of the checkpoints that scored them
     missing: dict[str, str] = field(default_factory=dict)  # candidate -> why it has no scores here
     note: str = ""  # why the slice is not the configured one, when it is not
+
+    @property
+    def days(self) -> list[str]:
+        return list(self.scored_by)
 
 
 def decision_slice(ds: str, cfg: EcatConfig, layout: Layout, names: list[str], days: list[str]) -> DecisionSlice:
@@ -183,10 +187,13 @@ def decision_slice(ds: str, cfg: EcatConfig, layout: Layout, names: list[str], d
         frame = validation_window(ds, cfg, layout, len(days))
         scores = {n: load_model(layout.require(model_dir(layout, n, ds))).score(frame, cfg.label) for n in names} \
             if len(frame) else {}
-        return DecisionSlice(frame, scores, "today", days, note=note)
+        return DecisionSlice(frame, scores, "today", {day: ds for day in days}, note=note)
     checkpoints = {before: scorable_models(layout, before) for before, _ in pairs}
-    missing = {n: f"no checkpoint on or before {before}, so no previous-day scores"
-               for before, _ in reversed(pairs) for n in names if n not in checkpoints[before]}
+    missing: dict[str, str] = {}
+    for before, _ in pairs:  # the oldest day a candidate has no checkpoint for
+        for n in names:
+            if n not in checkpoints[before]:
+                missing.setdefault(n, f"no checkpoint on or before {before}, so no previous-day scores")
     kept = [n for n in names if n not in missing]
     frames, scores = [], {n: [] for n in kept}
     for before, day in pairs:
@@ -197,7 +204,7 @@ def decision_slice(ds: str, cfg: EcatConfig, layout: Layout, names: list[str], d
                 scores[n].append(load_scorer(layout, n, checkpoints[before][n]).score(rows, cfg.label))
     frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return DecisionSlice(frame, {n: np.concatenate(v) for n, v in scores.items()} if frames else {}, "previous_day",
-                         [day for _, day in pairs], missing)
+                         {day: before for before, day in pairs}, missing)
 
 
 def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, Any]:
@@ -214,7 +221,7 @@ def guard(ds: str, cfg: EcatConfig, layout: Layout | None = None) -> dict[str, A
                     "window is cut to the %d day(s) since, whose validation rows no model trained on",
                     ds, ", ".join(SLICE_SETTINGS), changed, max(len(window), 1))
     rows = (decision_slice(ds, cfg, layout, names if cfg.guard_enabled else ["ecat"], window or [ds]) if reads
-            else DecisionSlice(pd.DataFrame(), {}, "today", []))
+            else DecisionSlice(pd.DataFrame(), {}, "today", {}))
     frame = rows.frame
     if not cfg.guard_enabled or len(frame) == 0 or names == ["ecat"]:
         why = ("guard disabled (guard_enabled=false)" if not cfg.guard_enabled else

@@ -5,8 +5,8 @@ teacher, each baseline and ablation with a checkpoint, and ``served``: the guard
 through the calibration fitted on d-1's validation rows) is scored on every validated target
 row of d but d's validation slice (:func:`ecat_tasks.inputs.next_day_rows`), which no model
 has trained on. The validation rows are left out because the guard of d decides on them,
-scored by these same models (``guard_slice=previous_day``): a reported row never decides. This runs before anything trains on d. It writes
-into d-1's report (``next_day`` in metrics.json, csv, html) and d-1's MLflow runs
+scored by these same models (``guard_slice=previous_day``): a reported row never decides.
+This runs before anything trains on d. It writes into d-1's report (``next_day`` in metrics.json, csv, html) and d-1's MLflow runs
 (``next_day_*``), with ECAT's lift over each model by a paired bootstrap over users.
 
 It also checks d-1's promotion: if the champion promoted on d-1 trails the version it
