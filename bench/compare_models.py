@@ -3,11 +3,13 @@
     .venv/bin/python -m bench.compare_models --data synthetic --homes tmp/ecat-quality-synthetic-s* \\
         --conf '{"ablations": ["no_scenario"]}' --pairs ecat:ecat_no_scenario ecat:mixed_scenario
 
-Input: the homes ``bench.quality --keep`` leaves (one per seed). On every day the guard
-decided, both models' scores of the guard's validation window (:func:`bench.guard_rules.day_scores`:
-validation rows, never trained on, scored as the guard scores them under ``guard_slice``) are compared; the lift of the first over the
-second is pooled over (seed, day) by a paired bootstrap over users. An ablation against ECAT
-is what its component adds; next-day and cold-start rows are never read.
+Input: the homes ``bench.quality --keep`` leaves (one per seed). Both models' scores of the
+guard's validation rows (:func:`bench.guard_rules.decision_rows`: rows never trained on, scored as
+the guard scores them under ``guard_slice``) are compared; the lift of the first over the second
+is pooled by a paired bootstrap over users. ``--rows once`` (the default) reads every validation
+row once, a part per seed; ``--rows window`` a part per (seed, day), the guard's whole window, so
+that rows of overlapping windows count several times (the tables before 2026-11-30 13:00). An
+ablation against ECAT is what its component adds; next-day and cold-start rows are never read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.guard_rules import day_scores, guard_days, home_config, slice_unseen_share
+from bench.guard_rules import ROWS, decision_rows, guard_days, home_config, slice_unseen_share
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--conf", default="{}", help="the --conf the homes ran with (JSON)")
     p.add_argument("--pairs", nargs="+", required=True, help="a:b, the lift of model a over model b")
     p.add_argument("--n-resamples", type=int, default=1000)
+    p.add_argument("--rows", choices=ROWS, default="once", help="every validation row once, a part per seed "
+                   "(once), or each guard day's whole window, a part per (seed, day) (window)")
     p.add_argument("--unseen-share", default="0", help="share of the validation users scored as users no model "
                    "knows (fresh ids), or 'auto': the share of each day's target rows from new users that the "
                    "training days show (bench.guard_rules.unseen_user_share); the next day's rows are never read")
@@ -37,20 +41,21 @@ def main(argv: list[str] | None = None) -> None:
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     days: dict[tuple, list] = {pair: [] for pair in pairs}
     level: dict[str, list[tuple[float, float]]] = {}
-    unseen = []
+    unseen: list[float] = []
+    rows: list[int] = []
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
-        for ds in guard_days(home):
-            users, labels, scores, _ = day_scores(ds, cfg, home, args.unseen_share)
-            unseen.append((slice_unseen_share(home, cfg, ds), len(labels)))
+        unseen += [slice_unseen_share(home, cfg, ds) for ds in guard_days(home)]
+        for _, users, labels, scores in decision_rows(home, cfg, args.unseen_share, args.rows):
+            rows.append(len(labels))
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
-            for name in {m for pair in pairs for m in pair}:
+            for name in dict.fromkeys(m for pair in pairs for m in pair):  # in the order --pairs names them
                 level.setdefault(name, []).append((auc(labels, scores[name]), logloss(labels, scores[name])))
     n = len(next(iter(days.values())))
-    print(f"{args.data}: {len(args.homes)} home(s), {n} (seed, day) validation windows (guard_slice={cfg.guard_slice}), "
-          f"{np.mean([u[1] for u in unseen]):.0f} rows each on average, {np.mean([u[0] for u in unseen]):.1%} of them "
-          "from users no training row of the scoring checkpoints' days holds")
+    print(f"{args.data}: {len(args.homes)} home(s), {len(unseen)} guard windows (guard_slice={cfg.guard_slice}), "
+          f"{np.mean(unseen):.1%} of their rows from users no training row of the scoring checkpoints' days holds; "
+          f"pooled: {n} part(s) (rows {args.rows}), {np.mean(rows):.0f} rows each on average")
     print("| model | validation AUC | validation logloss |\n|---|---|---|")
     for name, vals in level.items():
         print(f"| {name} | {np.mean([v[0] for v in vals]):.4f} | {np.mean([v[1] for v in vals]):.4f} |")

@@ -4,9 +4,12 @@ With a dozen candidates and a few hundred validation rows a day, the model that 
 scores well on the rows it was picked on partly by luck (winner's curse). So each day's guard
 window (the validation rows the guard reads, ``inputs.validation_window``) is split into
 two folds by a seeded hash of the user id: every rule decides (``guard.decide``) on fold A and
-the AUC of its choice is read on fold B, and vice versa. Rules are compared by the mean held-out
-fold AUC of their choice over days, fold splits and kept homes (data sets, seeds), with a paired
-bootstrap over (home, day, fold) groups. Next-day and cold-start rows are never read.
+the AUC of its choice is read on fold B of the window's newest day, and vice versa (``--rows
+once``, the default: consecutive windows overlap, and a row read in several groups would narrow
+the interval; ``--rows window`` reads fold B of the whole window, the way of the tables before
+2026-11-30 13:00). Rules are compared by the mean held-out fold AUC of their choice over days,
+fold splits and kept homes (data sets, seeds), with a paired bootstrap over (home, day, fold)
+groups. Next-day and cold-start rows are never read.
 
 Input: the homes ``bench.quality --keep`` leaves (``--tmp-dir``); each home's models are scored
 as the pipeline loads them (``load_model``). The seed of a home comes from its directory name
@@ -21,9 +24,9 @@ the candidate list (``guard_candidates``) is chosen the same way:
         --candidate-sets '{"no_ablations": ["target_only", "mixed", "finetune", "teacher"]}'
 
 A rule ``NAME%W`` decides on the newest W days of the window only, so the window
-(``guard_window_days``) is chosen the same way; with such a rule, every choice is scored on the
-newest day's held-out fold: the only validation rows later than every row the models trained on
-(the models have since trained on later rows of the older days' users):
+(``guard_window_days``) is chosen the same way; every choice is then scored on the newest day's
+held-out fold, whatever ``--rows`` says: the only validation rows later than every row the models
+trained on (the models have since trained on later rows of the older days' users):
 
     .venv/bin/python -m bench.guard_rules HOMES --rules evidence%7 evidence%3 evidence%1
 """
@@ -171,6 +174,36 @@ def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
     return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, len(days) - 1 - age
 
 
+ROWS = ("once", "window")
+
+
+def decision_rows(home: Path, cfg: Any, unseen: float | str = 0.0, rows: str = "once",
+                  ) -> list[tuple[str, np.ndarray, np.ndarray, dict[str, np.ndarray]]]:
+    """The validation rows a bench tool compares models on, as parts to pool: (name, users, labels, scores).
+
+    ``window``: one part per guard day, its whole window (:func:`day_scores`). The windows overlap, so
+    a row is in up to ``guard_window_days`` parts, and a bootstrap that resamples each part's users
+    independently reads it as that many independent rows: the interval comes out too narrow, and
+    the oldest days weigh most. ``once`` (the default): every guard day's newest day of rows, each
+    scored as the guard scores it, joined into one part per home: every validation row counts once,
+    and a user's rows of every day are resampled together.
+    """
+    if rows not in ROWS:
+        raise ValueError(f"rows={rows!r}: one of {ROWS}")
+    parts = []
+    for ds in guard_days(home):
+        users, labels, scores, ages = day_scores(ds, cfg, home, unseen)
+        if rows == "window":
+            parts.append((ds, users, labels, scores))
+            continue
+        newest = ages == 0
+        parts.append((ds, users[newest], labels[newest], {n: s[newest] for n, s in scores.items()}))
+    if rows == "window" or not parts:
+        return parts
+    return [(home.name, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),
+             {n: np.concatenate([p[3][n] for p in parts]) for n in parts[-1][3]})]
+
+
 def fold_of(users: np.ndarray, split: int) -> np.ndarray:
     from ecat_tasks.splits import salted_hash
 
@@ -190,24 +223,30 @@ def servable(scores: dict[str, np.ndarray], rule: str, sets: dict[str, list[str]
 
 def crossfit_day(users: np.ndarray, labels: np.ndarray, scores: dict[str, np.ndarray], rules: list[str],
                  margin: float, splits: int, seed: int, n_resamples: int,
-                 sets: dict[str, list[str]] | None = None, ages: np.ndarray | None = None) -> list[dict[str, Any]]:
+                 sets: dict[str, list[str]] | None = None, ages: np.ndarray | None = None,
+                 once: bool = True) -> list[dict[str, Any]]:
     """Per (split, fold, rule): the rule's choice on the other fold and its AUC on this fold; every
     candidate's AUC on this fold too (fixed choices, for reference). A rule ``name@set`` decides
     among the candidates of ``sets[set]`` and ECAT only (``guard_candidates``). A rule ``name%W``
-    decides on the window's newest W days only (``ages``, from :func:`day_scores`; ``guard_window_days``);
-    when any rule names W, every rule and candidate is scored on the newest day's fold alone, the
-    one day strictly after all the models trained on, so windows are compared on the same rows."""
+    decides on the window's newest W days only (``ages``, from :func:`day_scores`; ``guard_window_days``).
+    Every rule decides on the other fold of the whole window, but is scored on the newest day's
+    fold alone (``once``, or any rule naming W): the windows of consecutive days overlap, so a
+    held-out fold of the whole window would put a row in up to ``guard_window_days`` groups
+    (:func:`decision_rows`); and windows are then compared on the same rows. No ``ages``: every
+    row is the newest day's."""
     from ecat_tasks.guard import decide
     from ecat_tasks.metrics import auc
 
     windowed = any("%" in rule for rule in rules)
-    if windowed and ages is None:
-        raise ValueError("a rule name%W needs each row's age in days (ages)")
+    if ages is None:
+        if windowed:
+            raise ValueError("a rule name%W needs each row's age in days (ages)")
+        ages = np.zeros(len(users), dtype=int)
     out = []
     for split in range(splits):
         fold = fold_of(users, split)
         for held in (0, 1):
-            ev = (fold == held) & (ages == 0) if windowed else fold == held
+            ev = (fold == held) & (ages == 0) if windowed or once else fold == held
             if len(np.unique(labels[fold != held])) < 2 or len(np.unique(labels[ev])) < 2:
                 continue
             held_auc = {n: auc(labels[ev], s[ev]) for n, s in scores.items()}
@@ -257,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidate-sets", default="{}",
                    help='JSON {"SET": [models the guard may serve besides ECAT]} (guard_candidates)')
     p.add_argument("--splits", type=int, default=3, help="fold splits (hash salts) per day")
+    p.add_argument("--rows", choices=ROWS, default="once",
+                   help="score each choice on the held-out fold of the window's newest day (once: each validation "
+                        "row in one group) or of the whole window (window: the old way; rows in up to "
+                        "guard_window_days groups)")
     p.add_argument("--n-resamples", type=int, default=1000, help="the guard's own bootstrap resamples")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap over (home, day, fold) groups")
     p.add_argument("--name", default="", help="data set name recorded with the homes (e.g. the target genre)")
@@ -271,15 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     for home in args.homes:
         if home.suffix == ".json":
             earlier = json.loads(home.read_text())
-            if earlier["rules"] != args.rules or earlier["splits"] != args.splits:
-                raise SystemExit(f"{home}: rules {earlier['rules']} / {earlier['splits']} splits, not this run's")
+            if (earlier["rules"], earlier["splits"], earlier.get("rows", "window")) != (args.rules, args.splits, args.rows):
+                raise SystemExit(f"{home}: rules {earlier['rules']} / {earlier['splits']} splits / rows "
+                                 f"{earlier.get('rows', 'window')}, not this run's")
             records += earlier["records"]
             continue
         cfg = home_config(home, args.data, conf)
         for ds in guard_days(home):
             users, labels, scores, ages = day_scores(ds, cfg, home)
             day = crossfit_day(users, labels, scores, args.rules, cfg.guard_margin, args.splits, cfg.seed,
-                               args.n_resamples, sets, ages)
+                               args.n_resamples, sets, ages, once=args.rows == "once")
             records += [{"home": f"{args.name}/{home.name}" if args.name else home.name, "ds": ds, **r} for r in day]
             chosen = {rule: sorted({r["chosen"] for r in day if r["rule"] == rule}) for rule in args.rules}
             log.info("%s ds=%s: %d validation rows, %d candidates; chosen per rule %s", home.name, ds, len(labels),
@@ -309,12 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     groups = len(next(iter(rule_means.values())))
     wall = time.perf_counter() - t0
     homes = sorted({r["home"] for r in records})
-    print(f"\n{groups} (home, day, fold) groups from {len(homes)} homes, {args.splits} fold splits; {wall:.0f}s\n")
+    print(f"\n{groups} (home, day, fold) groups from {len(homes)} homes, {args.splits} fold splits, "
+          f"rows scored {args.rows}; {wall:.0f}s\n")
     print("\n".join(lines))
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     out = OUT_DIR / f"guard_rules{('-' + args.tag) if args.tag else ''}.json"
     out.write_text(json.dumps({"homes": homes, "inputs": [str(h) for h in args.homes], "conf": conf, "rules": args.rules,
-                               "candidate_sets": sets, "splits": args.splits, "table": lines, "records": records, "wall_s": wall}, indent=1))
+                               "candidate_sets": sets, "splits": args.splits, "rows": args.rows, "table": lines, "records": records, "wall_s": wall}, indent=1))
     print(f"\nwrote {out}")
     return 0
 

@@ -219,3 +219,43 @@ def test_new_users_are_those_in_no_lake_up_to_the_trained_day(tmp_path):
             pd.DataFrame({"user_id": np.array(users, np.int64)}).to_parquet(path / "part-00000.parquet")
     assert [(ds, sorted(seen)) for ds, seen in users_seen(layout, list(days))] == [
         ("2026-01-01", [1, 2, 3]), ("2026-01-02", [1, 2, 3, 4, 5]), ("2026-01-03", [1, 2, 3, 4, 5, 6])]
+
+
+def test_the_compare_tools_read_every_validation_row_once(monkeypatch, tmp_path):
+    """The guard's windows overlap (day 3's window holds days 1-3): pooled as they are, a row is read
+    up to guard_window_days times. ``rows=once`` keeps each window's newest day, one part per home;
+    ``rows=window`` keeps the windows."""
+    import numpy as np
+
+    import bench.guard_rules as gr
+    from bench.guard_rules import crossfit_day, decision_rows, fold_of
+
+    days = ["2026-01-01", "2026-01-02", "2026-01-03"]
+    rows = {d: (np.arange(10 * i, 10 * i + 10), np.tile([0, 1], 5), np.linspace(0, 1, 10) + i) for i, d in enumerate(days)}
+
+    def window(ds, cfg, home, unseen=0.0):
+        held = days[: days.index(ds) + 1]
+        users = np.concatenate([rows[d][0] for d in held])
+        labels = np.concatenate([rows[d][1] for d in held])
+        score = np.concatenate([rows[d][2] + 100 * days.index(ds) for d in held])  # each day's models score anew
+        ages = np.concatenate([np.full(10, len(held) - 1 - k) for k in range(len(held))])
+        return users, labels, {"ecat": score, "finetune": -score}, ages
+
+    monkeypatch.setattr(gr, "guard_days", lambda home: days)
+    monkeypatch.setattr(gr, "day_scores", window)
+    (part,) = decision_rows(tmp_path / "home", None)
+    name, users, labels, scores = part
+    assert name == "home" and np.array_equal(users, np.arange(30))  # every row once, day by day
+    assert np.array_equal(scores["ecat"], np.concatenate([rows[d][2] + 100 * i for i, d in enumerate(days)]))
+    parts = decision_rows(tmp_path / "home", None, rows="window")
+    assert [p[0] for p in parts] == days and [len(p[1]) for p in parts] == [10, 20, 30]
+    with pytest.raises(ValueError, match="rows="):
+        decision_rows(tmp_path / "home", None, rows="all")
+
+    # the cross-fit decides on the whole window but scores its choice on the newest day's fold only
+    users, labels, scores, ages = window(days[2], None, None)
+    fold = fold_of(users, 0)
+    for once, newest in ((True, ages == 0), (False, np.ones(len(users), bool))):
+        out = crossfit_day(users, labels, scores, ["evidence"], 0.002, splits=1, seed=0, n_resamples=50,
+                           ages=ages, once=once)
+        assert sorted(r["heldout_rows"] for r in out) == sorted(int(((fold == f) & newest).sum()) for f in (0, 1))
