@@ -24,7 +24,7 @@ from bench.guard_rules import ROWS, decision_rows, guard_days, home_config, slic
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ecat_tasks.metrics import auc, logloss, pooled_bootstrap_lift
+    from ecat_tasks.metrics import auc, logloss, paired_bootstrap_lift, pooled_bootstrap_lift
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, choices=["synthetic", "movielens"])
@@ -37,17 +37,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--unseen-share", default="0", help="share of the validation users scored as users no model "
                    "knows (fresh ids), or 'auto': the share of each day's target rows from new users that the "
                    "training days show (bench.guard_rules.unseen_user_share); the next day's rows are never read")
+    p.add_argument("--per-part", action="store_true", help="also each part's own lift and interval: under --rows "
+                   "window, what the guard's bootstrap sees on one day's window")
     args = p.parse_args(argv)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
     days: dict[tuple, list] = {pair: [] for pair in pairs}
     level: dict[str, list[tuple[float, float]]] = {}
     unseen: list[float] = []
     rows: list[int] = []
+    names: list[str] = []
     for home in args.homes:
         cfg = home_config(home, args.data, json.loads(args.conf))
         unseen += [slice_unseen_share(home, cfg, ds) for ds in guard_days(home)]
-        for _, users, labels, scores in decision_rows(home, cfg, args.unseen_share, args.rows):
+        for part, users, labels, scores in decision_rows(home, cfg, args.unseen_share, args.rows):
             rows.append(len(labels))
+            names.append(f"s{cfg.seed} {part}")
             for a, b in pairs:
                 days[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in dict.fromkeys(m for pair in pairs for m in pair):  # in the order --pairs names them
@@ -64,6 +68,17 @@ def main(argv: list[str] | None = None) -> None:
         lift = pooled_bootstrap_lift(days[(a, b)], n_resamples=args.n_resamples, seed=0)
         x, y = lift["auc"], lift["logloss"]
         print(f"| {a} vs {b} | {x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] | {y['lift']:+.4f} [{y['lo']:+.4f}, {y['hi']:+.4f}] |")
+    if args.per_part:
+        for a, b in pairs:
+            print(f"\n| {a} vs {b}: part | rows | AUC lift [95%] |\n|---|---|---|")
+            lifts = [paired_bootstrap_lift(*day, n_resamples=args.n_resamples, seed=0)["auc"] for day in days[(a, b)]]
+            for name, day, x in zip(names, days[(a, b)], lifts):
+                print(f"| {name} | {len(day[1])} | {x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] |")
+            defined = [x for x in lifts if np.isfinite(x["lo"])]
+            half = [(x["hi"] - x["lo"]) / 2 for x in defined]
+            print(f"{a} vs {b}: {sum(x['ahead'] for x in defined)} part(s) ahead and {sum(x['behind'] for x in defined)} "
+                  f"behind of {len(lifts)} ({len(lifts) - len(defined)} without an interval); median half-width of "
+                  f"a part's interval {np.median(half) if half else float('nan'):.4f}")
 
 
 if __name__ == "__main__":
