@@ -136,10 +136,10 @@ def slice_unseen_share(home: Path, cfg: Any, ds: str) -> float:
 def as_unseen(frame: Any, share: float, seed: int) -> Any:
     """``frame`` with a ``share`` of its users (a salted hash of the user) given fresh ids no model knows:
     those rows are scored as a new user's, which a validation slice of trained users never holds."""
-    from ecat_tasks.splits import salted_hash
+    from ecat_tasks.splits import below_share, salted_hash
 
     users = frame["user_id"].to_numpy()
-    pick = salted_hash(users, UNSEEN_SALT + seed) < np.uint64(min(share, 1.0) * float(2**64 - 1))
+    pick = below_share(salted_hash(users, UNSEEN_SALT + seed), share)
     out = frame.copy()
     out["user_id"] = np.where(pick, -(np.abs(users) + 1) - 2**40, users)  # negative: never a real id here
     return out

@@ -55,6 +55,17 @@ def salted_hash(keys: pd.Series | np.ndarray, seed: int) -> np.ndarray:
     return splitmix64(base ^ salt)
 
 
+def below_share(hashes: np.ndarray, share: float) -> np.ndarray:
+    """Which of ``hashes`` (uniform uint64, :func:`salted_hash`) fall in the lowest ``share`` of
+    their range: a stable pick of about that share of the keys. Exact at 0 and 1, where a float
+    threshold near 2**64 would round past the range and fail to convert."""
+    if share <= 0:
+        return np.zeros(len(hashes), dtype=bool)
+    if share >= 1:
+        return np.ones(len(hashes), dtype=bool)
+    return hashes < np.uint64(int(share * 2**64))
+
+
 Cutoffs = dict[int, tuple[int, int]]  # day (days since the epoch) -> (event time in us, sample hash)
 _NEVER = (np.iinfo(np.int64).max, np.iinfo(np.uint64).max)  # a cutoff no row reaches
 

@@ -227,3 +227,14 @@ def test_the_guard_window_starts_after_a_change_of_the_slice_settings(tmp_path: 
     assert days_sliced_as_today(days, cfg, layout) == (["2026-03-03", "2026-03-04"], "2026-03-02")
     assert days_sliced_as_today(days, cfg.replace(validation_by="user"), layout) == ([], "2026-03-04")
     assert days_sliced_as_today(days[2:], cfg, layout) == (days[2:], None)
+
+
+def test_a_hash_share_picks_that_share_and_is_exact_at_the_ends() -> None:
+    """A share of 1 (every user scored as new, every row dropped) picked nothing, or failed: its
+    float threshold rounded to 2**64, past the hash range."""
+    from ecat_tasks.splits import below_share, salted_hash
+
+    hashes = salted_hash(np.arange(20_000), 5)
+    assert not below_share(hashes, 0.0).any() and below_share(hashes, 1.0).all()
+    assert abs(below_share(hashes, 0.3).mean() - 0.3) < 0.02
+    assert (below_share(hashes, 0.3) <= below_share(hashes, 0.6)).all()  # a larger share keeps the smaller one's picks

@@ -24,7 +24,7 @@ import torch
 
 from ecat_tasks.errors import PermanentError
 from ecat_tasks.features import DEFAULT_SPEC, FeatureSpec, SparseFeature
-from ecat_tasks.splits import salted_hash, splitmix64
+from ecat_tasks.splits import below_share, salted_hash, splitmix64
 
 
 def bucket_hash(raw: np.ndarray) -> np.ndarray:
@@ -428,7 +428,7 @@ def drop_user_ids(data: Batchable, frame: pd.DataFrame, enc: Encoders, rate: flo
     if rate <= 0 or column not in names or not len(frame):
         return 0
     keys = pd.util.hash_pandas_object(frame[names], index=False).to_numpy()
-    drop = salted_hash(keys, seed ^ USER_DROPOUT_SALT) < np.uint64(min(rate, 1.0) * float(2**64 - 1))
+    drop = below_share(salted_hash(keys, seed ^ USER_DROPOUT_SALT), rate)
     col = names.index(column)
     rows = torch.from_numpy(np.flatnonzero(drop)).to(data.sparse.device)
     data.sparse[rows, col] = torch.from_numpy(enc.vocabs[column].unseen_rows(frame[column].to_numpy()[drop])).to(data.sparse)
