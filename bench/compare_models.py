@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                    "window, what the guard's bootstrap sees on one day's window")
     args = p.parse_args(argv)
     pairs = [tuple(pair.split(":", 1)) for pair in args.pairs]
-    days: dict[tuple, list] = {pair: [] for pair in pairs}
+    parts: dict[tuple, list] = {pair: [] for pair in pairs}  # per pair, (users, labels, a, b) per part
     level: dict[str, list[tuple[float, float]]] = {}
     unseen: list[float] = []
     rows: list[int] = []
@@ -53,10 +53,10 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(len(labels))
             names.append(f"s{cfg.seed} {part}")
             for a, b in pairs:
-                days[(a, b)].append((users, labels, scores[a], scores[b]))
+                parts[(a, b)].append((users, labels, scores[a], scores[b]))
             for name in dict.fromkeys(m for pair in pairs for m in pair):  # in the order --pairs names them
                 level.setdefault(name, []).append((auc(labels, scores[name]), logloss(labels, scores[name])))
-    n = len(next(iter(days.values())))
+    n = len(next(iter(parts.values())))
     print(f"{args.data}: {len(args.homes)} home(s), {len(unseen)} guard windows (guard_slice={cfg.guard_slice}), "
           f"{np.mean(unseen):.1%} of their rows from users no training row of the scoring checkpoints' days holds; "
           f"pooled: {n} part(s) (rows {args.rows}), {np.mean(rows):.0f} rows each on average")
@@ -65,15 +65,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {name} | {np.mean([v[0] for v in vals]):.4f} | {np.mean([v[1] for v in vals]):.4f} |")
     print("\n| a vs b | AUC lift a - b [95%] | logloss lift b - a [95%] |\n|---|---|---|")
     for a, b in pairs:
-        lift = pooled_bootstrap_lift(days[(a, b)], n_resamples=args.n_resamples, seed=0)
+        lift = pooled_bootstrap_lift(parts[(a, b)], n_resamples=args.n_resamples, seed=0)
         x, y = lift["auc"], lift["logloss"]
         print(f"| {a} vs {b} | {x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] | {y['lift']:+.4f} [{y['lo']:+.4f}, {y['hi']:+.4f}] |")
     if args.per_part:
         for a, b in pairs:
             print(f"\n| {a} vs {b}: part | rows | AUC lift [95%] |\n|---|---|---|")
-            lifts = [paired_bootstrap_lift(*day, n_resamples=args.n_resamples, seed=0)["auc"] for day in days[(a, b)]]
-            for name, day, x in zip(names, days[(a, b)], lifts):
-                print(f"| {name} | {len(day[1])} | {x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] |")
+            lifts = [paired_bootstrap_lift(*part, n_resamples=args.n_resamples, seed=0)["auc"] for part in parts[(a, b)]]
+            for name, part, x in zip(names, parts[(a, b)], lifts):
+                print(f"| {name} | {len(part[1])} | {x['lift']:+.4f} [{x['lo']:+.4f}, {x['hi']:+.4f}] |")
             defined = [x for x in lifts if np.isfinite(x["lo"])]
             half = [(x["hi"] - x["lo"]) / 2 for x in defined]
             print(f"{a} vs {b}: {sum(x['ahead'] for x in defined)} part(s) ahead and {sum(x['behind'] for x in defined)} "
