@@ -145,10 +145,11 @@ def as_unseen(frame: Any, share: float, seed: int) -> Any:
     return out
 
 
-def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
+def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0, window: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
-    """The guard's window of validation rows on ``ds``: users, labels, every candidate's scores
-    (simplest first) and each row's age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it).
+    """The guard's window of validation rows on ``ds`` (its newest ``window`` days; default
+    ``guard_window_days``): users, labels, every candidate's scores (simplest first) and each row's
+    age in days (0 = ``ds``'s rows; ``NAME%W`` rules read it).
     The rows and scores are the guard's own (:func:`ecat_tasks.guard.decision_slice`, under
     ``cfg.guard_slice``), every model trained that day a candidate.
     ``unseen``: the share of the window's users scored as users no model knows (:func:`as_unseen`),
@@ -164,11 +165,12 @@ def day_scores(ds: str, cfg: Any, home: Path, unseen: float | str = 0.0,
     every = cfg.replace(guard_candidates=list(SERVABLE))  # every model trained that day, servable or not
     names = candidates(ds, every, layout)
     share = unseen_user_share(home, ds) if unseen == "auto" else float(unseen)
+    days_back = cfg.guard_window_days if window is None else window
     if share > 0:
-        frame = as_unseen(validation_window(ds, cfg, layout, cfg.guard_window_days), share, cfg.seed)
+        frame = as_unseen(validation_window(ds, cfg, layout, days_back), share, cfg.seed)
         scores = {n: load_model(model_dir(layout, n, ds)).score(frame, cfg.label) for n in names}
     else:
-        rows = decision_slice(ds, cfg, layout, names, window_days(ds, cfg, layout)[-cfg.guard_window_days:])
+        rows = decision_slice(ds, cfg, layout, names, window_days(ds, cfg, layout)[-days_back:])
         frame, scores = rows.frame, rows.scores
     days, age = np.unique(frame["ds"].astype(str).to_numpy(), return_inverse=True)  # ISO dates sort in time order
     return frame["user_id"].to_numpy(), frame[cfg.label].to_numpy(), scores, len(days) - 1 - age
@@ -185,19 +187,16 @@ def decision_rows(home: Path, cfg: Any, unseen: float | str = 0.0, rows: str = "
     a row is in up to ``guard_window_days`` parts, and a bootstrap that resamples each part's users
     independently reads it as that many independent rows: the interval comes out too narrow, and
     the oldest days weigh most. ``once`` (the default): every guard day's newest day of rows, each
-    scored as the guard scores it, joined into one part per home: every validation row counts once,
-    and a user's rows of every day are resampled together.
+    scored as the guard scores it (a one-day window: the older days' rows, which the guard scores
+    the same way, are not scored again), joined into one part per home: every validation row counts
+    once, and a user's rows of every day are resampled together.
     """
     if rows not in ROWS:
         raise ValueError(f"rows={rows!r}: one of {ROWS}")
     parts = []
     for ds in guard_days(home):
-        users, labels, scores, ages = day_scores(ds, cfg, home, unseen)
-        if rows == "window":
-            parts.append((ds, users, labels, scores))
-            continue
-        newest = ages == 0
-        parts.append((ds, users[newest], labels[newest], {n: s[newest] for n, s in scores.items()}))
+        users, labels, scores, _ = day_scores(ds, cfg, home, unseen, window=1 if rows == "once" else None)
+        parts.append((ds, users, labels, scores))
     if rows == "window" or not parts:
         return parts
     return [(home.name, np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts]),

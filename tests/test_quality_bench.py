@@ -233,8 +233,8 @@ def test_the_compare_tools_read_every_validation_row_once(monkeypatch, tmp_path)
     days = ["2026-01-01", "2026-01-02", "2026-01-03"]
     rows = {d: (np.arange(10 * i, 10 * i + 10), np.tile([0, 1], 5), np.linspace(0, 1, 10) + i) for i, d in enumerate(days)}
 
-    def window(ds, cfg, home, unseen=0.0):
-        held = days[: days.index(ds) + 1]
+    def window(ds, cfg, home, unseen=0.0, window=None):
+        held = days[: days.index(ds) + 1][-(window or len(days)):]
         users = np.concatenate([rows[d][0] for d in held])
         labels = np.concatenate([rows[d][1] for d in held])
         score = np.concatenate([rows[d][2] + 100 * days.index(ds) for d in held])  # each day's models score anew
